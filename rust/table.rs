@@ -1,0 +1,981 @@
+//! The budget table: one row per tenant, lock-free spend checks, two-phase spend,
+//! and idempotent, order-tolerant event application.
+//!
+//! Readers (`try_spend`, `spend`, `check`) take no lock: a papaya map read and a CAS
+//! on the row's [`AtomicUsage`]. Writers (event application, drains, snapshots) are
+//! serialised by one mutex so that an event is applied whole or not at all.
+
+use crate::clock::Clock;
+use crate::counters::{self, AtomicUsage, Usage, UsageCell};
+use crate::dedupe::{id_hash, Dedupe};
+use crate::event::{self, Created, Event, InvoicePaid, Kind, Status, Updated};
+use crate::Error;
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+pub(crate) type Map<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// How a table behaves; fixed at creation and carried in snapshots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// How long after `period_end` the old budget still applies, in microseconds.
+    pub grace_us: i64,
+    /// Whether a tenant without a row may spend.
+    pub allow_unknown: bool,
+    /// How many events for not-yet-created subscriptions may wait.
+    pub max_parked: usize,
+    /// How many recent event ids are remembered for duplicate detection.
+    pub dedupe_window: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            grace_us: 86_400 * 1_000_000,
+            allow_unknown: false,
+            max_parked: 10_000,
+            dedupe_window: 100_000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Reason {
+    Ok = 0,
+    InsufficientBudget = 1,
+    UnknownTenant = 2,
+    Inactive = 3,
+    PeriodEnded = 4,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Decision {
+    pub allowed: bool,
+    pub reason: Reason,
+    pub remaining: u64,
+    pub reservation_id: Option<u64>,
+}
+
+impl Decision {
+    fn allow(remaining: u64) -> Self {
+        Self {
+            allowed: true,
+            reason: Reason::Ok,
+            remaining,
+            reservation_id: None,
+        }
+    }
+
+    fn refuse(reason: Reason, remaining: u64) -> Self {
+        Self {
+            allowed: false,
+            reason,
+            remaining,
+            reservation_id: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Outcome {
+    Applied = 0,
+    Duplicate = 1,
+    Stale = 2,
+    Parked = 3,
+    Ignored = 4,
+}
+
+/// One tenant's row. The fields the hot path reads are atomics; the rest sits
+/// behind a small mutex that only writers and `budget()` readers take.
+pub(crate) struct Entry {
+    pub(crate) usage: AtomicUsage,
+    pub(crate) total: AtomicU64,
+    pub(crate) period_start: AtomicI64,
+    pub(crate) period_end: AtomicI64,
+    pub(crate) status: AtomicU8,
+    pub(crate) meta: Mutex<Meta>,
+}
+
+/// A row's cold fields, with the timestamp of the event that last wrote each
+/// last-writer-wins field.
+#[derive(Clone)]
+pub(crate) struct Meta {
+    pub(crate) subscription_id: Arc<str>,
+    pub(crate) plan_id: Arc<str>,
+    pub(crate) plan_name: Arc<str>,
+    pub(crate) currency: [u8; 3],
+    pub(crate) created_ts: i64,
+    pub(crate) plan_id_ts: i64,
+    pub(crate) plan_name_ts: i64,
+    pub(crate) total_ts: i64,
+    pub(crate) status_ts: i64,
+    /// Spend of the current period already handed out by `drain_usage`.
+    pub(crate) drained: u64,
+}
+
+/// Everything about a row, as plain values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetView {
+    pub tenant_id: Arc<str>,
+    pub subscription_id: Arc<str>,
+    pub plan_id: Arc<str>,
+    pub plan_name: Arc<str>,
+    pub currency: [u8; 3],
+    pub total: u64,
+    pub spent: u64,
+    pub reserved: u64,
+    pub remaining: u64,
+    pub period_start: i64,
+    pub period_end: i64,
+    pub status: Status,
+}
+
+/// Committed spend of one subscription and period, ready to report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageItem {
+    pub tenant_id: Arc<str>,
+    pub subscription_id: Arc<str>,
+    pub period_start: i64,
+    pub amount: u64,
+}
+
+/// A usage item with the idempotency key of the drain that produced it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRecord {
+    pub item: UsageItem,
+    pub idempotency_key: String,
+}
+
+#[derive(Clone)]
+pub(crate) struct Reservation {
+    /// The row held against; `None` for an unknown tenant admitted by `allow_unknown`.
+    pub(crate) tenant: Option<(Arc<str>, Arc<Entry>)>,
+    pub(crate) amount: u64,
+    pub(crate) expires_at: i64,
+}
+
+pub(crate) struct SubRecord {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) created_ts: i64,
+}
+
+pub(crate) struct Parked {
+    pub(crate) seq: u64,
+    pub(crate) raw: Box<[u8]>,
+}
+
+/// State only writers touch, under the writer mutex.
+pub(crate) struct Writer {
+    /// Every subscription ever created, current or superseded, with its tenant.
+    pub(crate) subs: HashMap<Arc<str>, SubRecord, foldhash::fast::RandomState>,
+    pub(crate) dedupe: Dedupe,
+    /// Events waiting for their subscription's `subscription.created`, by subscription.
+    pub(crate) parked: HashMap<Arc<str>, Vec<Parked>, foldhash::fast::RandomState>,
+    pub(crate) parked_count: usize,
+    pub(crate) parked_seq: u64,
+    /// Usage of closed periods and superseded subscriptions not yet drained.
+    pub(crate) journal: Vec<UsageItem>,
+    /// Plan ids and names shared between rows.
+    pub(crate) names: HashSet<Arc<str>, foldhash::fast::RandomState>,
+    pub(crate) drain_seq: u64,
+}
+
+impl Writer {
+    pub(crate) fn new(dedupe_window: usize) -> Self {
+        Self {
+            subs: HashMap::default(),
+            dedupe: Dedupe::new(dedupe_window),
+            parked: HashMap::default(),
+            parked_count: 0,
+            parked_seq: 0,
+            journal: Vec::new(),
+            names: HashSet::default(),
+            drain_seq: 0,
+        }
+    }
+
+    pub(crate) fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(found) = self.names.get(s) {
+            return Arc::clone(found);
+        }
+        let arc: Arc<str> = Arc::from(s);
+        self.names.insert(Arc::clone(&arc));
+        arc
+    }
+
+    fn unpark(&mut self, sub: &str) -> Vec<Parked> {
+        let events = self.parked.remove(sub).unwrap_or_default();
+        self.parked_count -= events.len();
+        events
+    }
+}
+
+pub struct Table {
+    pub(crate) config: Config,
+    pub(crate) tenants: Map<Arc<str>, Arc<Entry>>,
+    pub(crate) reservations: Map<u64, Reservation>,
+    pub(crate) next_reservation: AtomicU64,
+    /// A lower bound of the earliest expiry among outstanding reservations.
+    next_expiry: AtomicI64,
+    sweeping: Mutex<()>,
+    pub(crate) writer: Mutex<Writer>,
+    pub(crate) clock: Clock,
+    /// Distinguishes this table's usage idempotency keys from other replicas'.
+    pub(crate) instance: u64,
+    pub(crate) cursor: u64,
+}
+
+/// Writes `ts` as the field's timestamp when it is newer (or equal, for updates,
+/// which win ties against the `subscription.created` they follow).
+fn lww(field_ts: &mut i64, ts: i64, wins_tie: bool) -> bool {
+    let newer = ts > *field_ts || (wins_tie && ts == *field_ts);
+    if newer {
+        *field_ts = ts;
+    }
+    newer
+}
+
+fn new_instance_id(seed: i64) -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    (seed, std::process::id()).hash(&mut h);
+    h.finish()
+}
+
+impl Meta {
+    /// The cold fields of a row that follows subscription `sub` from its creation.
+    fn created(c: &Created<'_>, ts: i64, w: &mut Writer, sub: Arc<str>) -> Self {
+        Meta {
+            subscription_id: sub,
+            plan_id: w.intern(&c.plan_id),
+            plan_name: w.intern(&c.plan_name),
+            currency: c.currency,
+            created_ts: ts,
+            plan_id_ts: ts,
+            plan_name_ts: ts,
+            total_ts: ts,
+            status_ts: ts,
+            drained: 0,
+        }
+    }
+}
+
+impl Entry {
+    pub(crate) fn new(meta: Meta, total: u64, period: (i64, i64), status: Status, usage: Usage) -> Self {
+        Self {
+            usage: AtomicUsage::new(usage),
+            total: AtomicU64::new(total),
+            period_start: AtomicI64::new(period.0),
+            period_end: AtomicI64::new(period.1),
+            status: AtomicU8::new(status as u8),
+            meta: Mutex::new(meta),
+        }
+    }
+
+    #[inline]
+    fn status(&self) -> Status {
+        Status::from_code(self.status.load(Ordering::Relaxed)).unwrap_or(Status::Canceled)
+    }
+
+    /// Why this row may not spend right now, if it may not.
+    #[inline]
+    fn refusal(&self, now: i64, grace_us: i64) -> Option<Reason> {
+        if !self.status().may_spend() {
+            return Some(Reason::Inactive);
+        }
+        if now >= self.period_end.load(Ordering::Relaxed).saturating_add(grace_us) {
+            return Some(Reason::PeriodEnded);
+        }
+        None
+    }
+
+    fn view(&self, tenant_id: &Arc<str>) -> BudgetView {
+        let meta = self.meta.lock();
+        let total = self.total.load(Ordering::Acquire);
+        let usage = self.usage.load();
+        BudgetView {
+            tenant_id: Arc::clone(tenant_id),
+            subscription_id: Arc::clone(&meta.subscription_id),
+            plan_id: Arc::clone(&meta.plan_id),
+            plan_name: Arc::clone(&meta.plan_name),
+            currency: meta.currency,
+            total,
+            spent: usage.spent,
+            reserved: usage.reserved,
+            remaining: usage.remaining(total),
+            period_start: self.period_start.load(Ordering::Relaxed),
+            period_end: self.period_end.load(Ordering::Relaxed),
+            status: self.status(),
+        }
+    }
+
+    /// Starts a new period (or a new subscription): zeroes spend, keeps holds, and
+    /// journals the spend not yet drained under the subscription and period it belongs to.
+    fn close_period(&self, meta: &mut Meta, tenant: &Arc<str>, journal: &mut Vec<UsageItem>) {
+        let spent = counters::reset_spent(&self.usage);
+        let undrained = spent.saturating_sub(meta.drained);
+        if undrained > 0 {
+            journal.push(UsageItem {
+                tenant_id: Arc::clone(tenant),
+                subscription_id: Arc::clone(&meta.subscription_id),
+                period_start: self.period_start.load(Ordering::Relaxed),
+                amount: undrained,
+            });
+        }
+        meta.drained = 0;
+    }
+
+    fn set_period(&self, start: i64, end: i64) {
+        self.period_start.store(start, Ordering::Relaxed);
+        self.period_end.store(end, Ordering::Relaxed);
+    }
+}
+
+impl Table {
+    pub fn new(config: Config) -> Self {
+        let clock = Clock::default();
+        let instance = new_instance_id(clock.now());
+        Self::assemble(config, Writer::new(config.dedupe_window), clock, instance, 0)
+    }
+
+    pub(crate) fn assemble(config: Config, writer: Writer, clock: Clock, instance: u64, cursor: u64) -> Self {
+        Self {
+            config,
+            tenants: Map::default(),
+            reservations: Map::default(),
+            next_reservation: AtomicU64::new(1),
+            next_expiry: AtomicI64::new(i64::MAX),
+            sweeping: Mutex::new(()),
+            writer: Mutex::new(writer),
+            clock,
+            instance,
+            cursor,
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        self.config
+    }
+
+    /// The cursor stored in the snapshot this table was restored from (0 if new).
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    pub fn set_clock(&self, micros: Option<i64>) {
+        self.clock.set(micros);
+    }
+
+    pub fn len(&self) -> usize {
+        self.tenants.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    // ---- the hot path ----------------------------------------------------------
+
+    /// Atomically checks and debits `amount`. Lock-free; allocates nothing.
+    #[inline]
+    pub fn try_spend(&self, tenant: &str, amount: u64) -> bool {
+        self.spend(tenant, amount).allowed
+    }
+
+    #[inline]
+    pub fn spend(&self, tenant: &str, amount: u64) -> Decision {
+        self.admit(tenant, amount, counters::try_debit)
+    }
+
+    /// Whether `spend` would be allowed now; debits nothing.
+    #[inline]
+    pub fn check(&self, tenant: &str, amount: u64) -> Decision {
+        self.admit(tenant, amount, |cell: &AtomicUsage, total, amount| {
+            let usage = cell.load();
+            if usage.admits(total, amount) {
+                Ok(usage)
+            } else {
+                Err(usage)
+            }
+        })
+    }
+
+    #[inline]
+    fn admit(
+        &self,
+        tenant: &str,
+        amount: u64,
+        op: impl FnOnce(&AtomicUsage, u64, u64) -> Result<Usage, Usage>,
+    ) -> Decision {
+        let now = self.clock.now();
+        self.expire_due(now);
+        let tenants = self.tenants.pin();
+        let Some(entry) = tenants.get(tenant) else {
+            return self.unknown_tenant();
+        };
+        let total = entry.total.load(Ordering::Acquire);
+        if let Some(reason) = entry.refusal(now, self.config.grace_us) {
+            return Decision::refuse(reason, entry.usage.load().remaining(total));
+        }
+        match op(&entry.usage, total, amount) {
+            Ok(after) => Decision::allow(after.remaining(total)),
+            Err(found) => Decision::refuse(Reason::InsufficientBudget, found.remaining(total)),
+        }
+    }
+
+    fn unknown_tenant(&self) -> Decision {
+        Decision {
+            allowed: self.config.allow_unknown,
+            reason: Reason::UnknownTenant,
+            remaining: 0,
+            reservation_id: None,
+        }
+    }
+
+    // ---- two-phase spend ---------------------------------------------------------
+
+    /// Holds `amount` for `ttl_us`; the decision carries the reservation id when allowed.
+    pub fn reserve(&self, tenant: &str, amount: u64, ttl_us: i64) -> Decision {
+        let now = self.clock.now();
+        self.expire_due(now);
+        let tenants = self.tenants.pin();
+        let (held_on, mut decision) = match tenants.get_key_value(tenant) {
+            None => (None, self.unknown_tenant()),
+            Some((key, entry)) => {
+                let total = entry.total.load(Ordering::Acquire);
+                let decision = match entry.refusal(now, self.config.grace_us) {
+                    Some(reason) => Decision::refuse(reason, entry.usage.load().remaining(total)),
+                    None => match counters::try_hold(&entry.usage, total, amount) {
+                        Ok(after) => Decision::allow(after.remaining(total)),
+                        Err(found) => Decision::refuse(Reason::InsufficientBudget, found.remaining(total)),
+                    },
+                };
+                (Some((Arc::clone(key), Arc::clone(entry))), decision)
+            }
+        };
+        if decision.allowed {
+            let id = self.next_reservation.fetch_add(1, Ordering::Relaxed);
+            let expires_at = now.saturating_add(ttl_us);
+            let reservation = Reservation {
+                tenant: held_on,
+                amount,
+                expires_at,
+            };
+            self.reservations.pin().insert(id, reservation);
+            self.expire_after(expires_at);
+            decision.reservation_id = Some(id);
+        }
+        decision
+    }
+
+    /// Posts `actual` (<= the reserved amount) and releases the rest.
+    pub fn commit(&self, id: u64, actual: u64) -> Result<(), Error> {
+        self.resolve(id, Some(actual))
+    }
+
+    /// Voids a hold.
+    pub fn release(&self, id: u64) -> Result<(), Error> {
+        self.resolve(id, None)
+    }
+
+    fn resolve(&self, id: u64, actual: Option<u64>) -> Result<(), Error> {
+        let now = self.clock.now();
+        let reservations = self.reservations.pin();
+        let unknown = || Error::UnknownReservation(format!("reservation {id} is unknown, expired or already resolved"));
+        let found = reservations.get(&id).ok_or_else(unknown)?;
+        if found.expires_at <= now {
+            self.settle(reservations.remove(&id), 0);
+            return Err(Error::UnknownReservation(format!("reservation {id} expired")));
+        }
+        if let Some(actual) = actual.filter(|&a| a > found.amount) {
+            return Err(Error::InvalidAmount(format!(
+                "actual {actual} exceeds the {} micro-units reserved by reservation {id}",
+                found.amount
+            )));
+        }
+        // Whoever removes the reservation resolves it: commit, release and expiry race safely.
+        match reservations.remove(&id) {
+            Some(removed) => {
+                self.settle(Some(removed), actual.unwrap_or(0));
+                Ok(())
+            }
+            None => Err(unknown()),
+        }
+    }
+
+    /// Applies the resolution of a reservation this caller removed (if it removed one).
+    fn settle(&self, removed: Option<&Reservation>, actual: u64) {
+        if let Some(Reservation {
+            tenant: Some((_, entry)),
+            amount,
+            ..
+        }) = removed
+        {
+            counters::settle(&entry.usage, *amount, actual);
+        }
+    }
+
+    /// Notes that a reservation expires at `at` (after inserting it).
+    pub(crate) fn expire_after(&self, at: i64) {
+        self.next_expiry.fetch_min(at, Ordering::SeqCst);
+    }
+
+    /// Releases expired reservations when the earliest one is due. Off the fast path
+    /// except at the moment something has expired.
+    #[inline]
+    fn expire_due(&self, now: i64) {
+        if now >= self.next_expiry.load(Ordering::Relaxed) {
+            self.sweep(now);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn sweep(&self, now: i64) {
+        let Some(_sweeping) = self.sweeping.try_lock() else {
+            return;
+        };
+        // Reset first: a reservation inserted meanwhile lowers the bound again after this.
+        self.next_expiry.store(i64::MAX, Ordering::SeqCst);
+        let reservations = self.reservations.pin();
+        for (id, r) in &reservations {
+            if r.expires_at <= now {
+                self.settle(reservations.remove(id), 0);
+            } else {
+                self.next_expiry.fetch_min(r.expires_at, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Number of outstanding (unexpired, unresolved) reservations.
+    pub fn reservation_count(&self) -> usize {
+        self.expire_due(self.clock.now());
+        self.reservations.len()
+    }
+
+    // ---- reading -----------------------------------------------------------------
+
+    pub fn budget(&self, tenant: &str) -> Option<BudgetView> {
+        self.expire_due(self.clock.now());
+        let tenants = self.tenants.pin();
+        tenants.get_key_value(tenant).map(|(k, e)| e.view(k))
+    }
+
+    /// Every row, ordered by tenant id.
+    pub fn budgets(&self) -> Vec<BudgetView> {
+        self.expire_due(self.clock.now());
+        let tenants = self.tenants.pin();
+        let mut all: Vec<BudgetView> = tenants.iter().map(|(k, e)| e.view(k)).collect();
+        all.sort_unstable_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
+        all
+    }
+
+    // ---- events ------------------------------------------------------------------
+
+    /// Applies one JSON event. Malformed input or an event that contradicts the
+    /// table (another customer's subscription, another currency) is an error and
+    /// changes nothing.
+    pub fn apply(&self, raw: &[u8]) -> Result<Outcome, Error> {
+        let ev = event::parse(raw)?;
+        let hash = id_hash(&ev.id);
+        let mut w = self.writer.lock();
+        if w.dedupe.contains(hash) {
+            return Ok(Outcome::Duplicate);
+        }
+        let outcome = self.apply_event(&mut w, &ev, raw)?;
+        w.dedupe.insert(hash);
+        Ok(outcome)
+    }
+
+    fn apply_event(&self, w: &mut Writer, ev: &Event<'_>, raw: &[u8]) -> Result<Outcome, Error> {
+        let Some(sub) = ev.kind.subscription() else {
+            return Ok(Outcome::Ignored);
+        };
+        if let Kind::Created(c) = &ev.kind {
+            return self.apply_created(w, ev.ts, c);
+        }
+        let Some(rec) = w.subs.get(sub) else {
+            return self.park(w, sub, raw);
+        };
+        let tenant = Arc::clone(&rec.tenant);
+        if let Some(customer) = ev.kind.customer() {
+            check_customer(sub, &tenant, customer)?;
+        }
+        let tenants = self.tenants.pin();
+        let Some(entry) = tenants.get(&*tenant).filter(|e| &*e.meta.lock().subscription_id == sub) else {
+            // A superseded subscription of the tenant: the row follows a newer one.
+            return Ok(Outcome::Stale);
+        };
+        let changed = match &ev.kind {
+            Kind::Updated(u) => apply_update(entry, w, ev.ts, u),
+            Kind::InvoicePaid(p) => apply_paid(entry, w, &tenant, p),
+            Kind::PaymentFailed(_) => {
+                let mut meta = entry.meta.lock();
+                let newer = lww(&mut meta.status_ts, ev.ts, true);
+                if newer {
+                    entry.status.store(Status::PastDue as u8, Ordering::Relaxed);
+                }
+                newer
+            }
+            Kind::Created(_) | Kind::Other => false,
+        };
+        Ok(if changed { Outcome::Applied } else { Outcome::Stale })
+    }
+
+    fn park(&self, w: &mut Writer, sub: &str, raw: &[u8]) -> Result<Outcome, Error> {
+        if w.parked_count >= self.config.max_parked {
+            return Err(Error::ParkingFull(format!(
+                "{} events already wait for subscriptions not yet created (max_parked); \
+                 this one (for {sub}) was not applied",
+                w.parked_count
+            )));
+        }
+        w.parked_seq += 1;
+        let parked = Parked {
+            seq: w.parked_seq,
+            raw: raw.into(),
+        };
+        match w.parked.get_mut(sub) {
+            Some(list) => list.push(parked),
+            None => {
+                w.parked.insert(Arc::from(sub), vec![parked]);
+            }
+        }
+        w.parked_count += 1;
+        Ok(Outcome::Parked)
+    }
+
+    fn apply_created(&self, w: &mut Writer, ts: i64, c: &Created<'_>) -> Result<Outcome, Error> {
+        let tenants = self.tenants.pin();
+        if let Some(rec) = w.subs.get(&*c.subscription_id) {
+            check_customer(&c.subscription_id, &rec.tenant, &c.customer_id)?;
+            let entry = tenants
+                .get(&*rec.tenant)
+                .filter(|e| *e.meta.lock().subscription_id == *c.subscription_id);
+            let Some(entry) = entry else {
+                return Ok(Outcome::Stale);
+            };
+            let changed = merge_known(entry, w, ts, c)?;
+            return Ok(if changed { Outcome::Applied } else { Outcome::Stale });
+        }
+        let sub: Arc<str> = Arc::from(&*c.subscription_id);
+        let outcome = match tenants.get_key_value(&*c.customer_id) {
+            None => {
+                let tenant: Arc<str> = Arc::from(&*c.customer_id);
+                let meta = Meta::created(c, ts, w, Arc::clone(&sub));
+                let period = (c.period_start, c.period_end);
+                let entry = Arc::new(Entry::new(meta, c.total, period, c.status, Usage::default()));
+                tenants.insert(Arc::clone(&tenant), entry);
+                w.subs.insert(Arc::clone(&sub), SubRecord { tenant, created_ts: ts });
+                Outcome::Applied
+            }
+            Some((tenant, entry)) => {
+                let tenant = Arc::clone(tenant);
+                let mut meta = entry.meta.lock();
+                // The row follows the newest subscription.created (ties: the larger id).
+                let newer = (ts, &*sub) > (meta.created_ts, &*meta.subscription_id);
+                w.subs.insert(Arc::clone(&sub), SubRecord {
+                    tenant: Arc::clone(&tenant),
+                    created_ts: ts,
+                });
+                if newer {
+                    entry.close_period(&mut meta, &tenant, &mut w.journal);
+                    *meta = Meta::created(c, ts, w, Arc::clone(&sub));
+                    entry.total.store(c.total, Ordering::Release);
+                    entry.status.store(c.status as u8, Ordering::Relaxed);
+                    entry.set_period(c.period_start, c.period_end);
+                    Outcome::Applied
+                } else {
+                    w.unpark(&sub);
+                    return Ok(Outcome::Stale);
+                }
+            }
+        };
+        self.replay_parked(w, &sub);
+        Ok(outcome)
+    }
+
+    /// Applies, in arrival order, the events that waited for `sub` to be created.
+    /// One that now contradicts the table (another customer) is dropped.
+    fn replay_parked(&self, w: &mut Writer, sub: &str) {
+        for parked in w.unpark(sub) {
+            if let Ok(ev) = event::parse(&parked.raw) {
+                let _ = self.apply_event(w, &ev, &parked.raw);
+            }
+        }
+    }
+
+    // ---- usage -------------------------------------------------------------------
+
+    /// Committed spend per subscription and period since the last drain.
+    pub fn drain_usage(&self) -> Vec<UsageRecord> {
+        let mut w = self.writer.lock();
+        let mut items = std::mem::take(&mut w.journal);
+        let tenants = self.tenants.pin();
+        for (tenant, entry) in &tenants {
+            let mut meta = entry.meta.lock();
+            let spent = entry.usage.load().spent;
+            if spent > meta.drained {
+                items.push(UsageItem {
+                    tenant_id: Arc::clone(tenant),
+                    subscription_id: Arc::clone(&meta.subscription_id),
+                    period_start: entry.period_start.load(Ordering::Relaxed),
+                    amount: spent - meta.drained,
+                });
+                meta.drained = spent;
+            }
+        }
+        w.drain_seq += 1;
+        let (instance, seq) = (self.instance, w.drain_seq);
+        items.sort_by(|a, b| (&a.tenant_id, a.period_start).cmp(&(&b.tenant_id, b.period_start)));
+        items
+            .into_iter()
+            .map(|item| UsageRecord {
+                idempotency_key: format!(
+                    "usage:{instance:016x}:{seq}:{}:{}",
+                    item.subscription_id, item.period_start
+                ),
+                item,
+            })
+            .collect()
+    }
+}
+
+fn check_customer(sub: &str, tenant: &str, customer: &str) -> Result<(), Error> {
+    if tenant == customer {
+        return Ok(());
+    }
+    Err(Error::InvalidEvent(format!(
+        "data.customer_id: subscription {sub} belongs to customer {tenant}, not {customer}"
+    )))
+}
+
+/// `subscription.created` for the row's own subscription: fields it carries win only
+/// when newer; the newest period wins; spend is never reset.
+fn merge_known(entry: &Entry, w: &mut Writer, ts: i64, c: &Created<'_>) -> Result<bool, Error> {
+    let mut meta = entry.meta.lock();
+    if meta.currency != c.currency {
+        return Err(Error::InvalidEvent(format!(
+            "data.currency: subscription {} is in {}, not {}",
+            c.subscription_id,
+            String::from_utf8_lossy(&meta.currency),
+            String::from_utf8_lossy(&c.currency)
+        )));
+    }
+    let mut changed = false;
+    if lww(&mut meta.plan_id_ts, ts, false) {
+        meta.plan_id = w.intern(&c.plan_id);
+        changed = true;
+    }
+    if lww(&mut meta.plan_name_ts, ts, false) {
+        meta.plan_name = w.intern(&c.plan_name);
+        changed = true;
+    }
+    if lww(&mut meta.total_ts, ts, false) {
+        entry.total.store(c.total, Ordering::Release);
+        changed = true;
+    }
+    if lww(&mut meta.status_ts, ts, false) {
+        entry.status.store(c.status as u8, Ordering::Relaxed);
+        changed = true;
+    }
+    if c.period_start > entry.period_start.load(Ordering::Relaxed) {
+        entry.set_period(c.period_start, c.period_end);
+        changed = true;
+    }
+    Ok(changed)
+}
+
+fn apply_update(entry: &Entry, w: &mut Writer, ts: i64, u: &Updated<'_>) -> bool {
+    let mut meta = entry.meta.lock();
+    let mut changed = false;
+    if let Some(plan_id) = &u.plan_id {
+        if lww(&mut meta.plan_id_ts, ts, true) {
+            meta.plan_id = w.intern(plan_id);
+            changed = true;
+        }
+    }
+    if let Some(plan_name) = &u.plan_name {
+        if lww(&mut meta.plan_name_ts, ts, true) {
+            meta.plan_name = w.intern(plan_name);
+            changed = true;
+        }
+    }
+    if let Some(total) = u.total {
+        if lww(&mut meta.total_ts, ts, true) {
+            entry.total.store(total, Ordering::Release);
+            changed = true;
+        }
+    }
+    if let Some(status) = u.status {
+        if lww(&mut meta.status_ts, ts, true) {
+            entry.status.store(status as u8, Ordering::Relaxed);
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// `invoice.paid` opens a period only if it is newer than the row's; then spend resets.
+fn apply_paid(entry: &Entry, w: &mut Writer, tenant: &Arc<str>, p: &InvoicePaid<'_>) -> bool {
+    if p.period_start <= entry.period_start.load(Ordering::Relaxed) {
+        return false;
+    }
+    let mut meta = entry.meta.lock();
+    entry.close_period(&mut meta, tenant, &mut w.journal);
+    entry.set_period(p.period_start, p.period_end);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400 * 1_000_000;
+
+    fn created(id: &str, ts: &str, sub: &str, cus: &str, total: &str, start: &str, end: &str) -> String {
+        format!(
+            r#"{{"event_id":"{id}","event_type":"subscription.created","timestamp":"{ts}","data":{{"subscription_id":"{sub}","customer_id":"{cus}","plan_id":"plan_a","plan_name":"Pro","total_budget":{total},"currency":"USD","period_start":"{start}","period_end":"{end}"}}}}"#
+        )
+    }
+
+    fn paid(id: &str, ts: &str, sub: &str, start: &str, end: &str) -> String {
+        format!(
+            r#"{{"event_id":"{id}","event_type":"invoice.paid","timestamp":"{ts}","data":{{"invoice_id":"inv","customer_id":"cus_1","subscription_id":"{sub}","amount_paid":1,"new_period_start":"{start}","new_period_end":"{end}"}}}}"#
+        )
+    }
+
+    fn table_at(now: &str) -> Table {
+        let t = Table::new(Config::default());
+        t.set_clock(Some(event::parse_time("now", now).unwrap()));
+        t
+    }
+
+    fn seeded() -> Table {
+        let t = table_at("2025-12-01T00:00:00Z");
+        let ev = created("e1", "2025-11-28T10:00:00Z", "sub_1", "cus_1", "100.00", "2025-11-28T10:00:00Z", "2025-12-28T10:00:00Z");
+        assert_eq!(t.apply(ev.as_bytes()), Ok(Outcome::Applied));
+        t
+    }
+
+    #[test]
+    fn spend_and_duplicates() {
+        let t = seeded();
+        assert!(t.try_spend("cus_1", 60_000_000));
+        let d = t.spend("cus_1", 50_000_000);
+        assert_eq!((d.allowed, d.reason, d.remaining), (false, Reason::InsufficientBudget, 40_000_000));
+        assert_eq!(t.check("nobody", 1).reason, Reason::UnknownTenant);
+        let again = created("e1", "2025-11-28T10:00:00Z", "sub_1", "cus_1", "100.00", "2025-11-28T10:00:00Z", "2025-12-28T10:00:00Z");
+        assert_eq!(t.apply(again.as_bytes()), Ok(Outcome::Duplicate));
+        assert_eq!(t.budget("cus_1").unwrap().spent, 60_000_000);
+    }
+
+    #[test]
+    fn a_late_older_invoice_never_resets_twice() {
+        let t = seeded();
+        let p2 = paid("p2", "2025-12-28T10:05:00Z", "sub_1", "2025-12-28T10:00:00Z", "2026-01-28T10:00:00Z");
+        let p1 = paid("p1", "2025-11-28T10:05:00Z", "sub_1", "2025-11-28T10:00:00Z", "2025-12-28T10:00:00Z");
+        assert!(t.try_spend("cus_1", 5));
+        assert_eq!(t.apply(p2.as_bytes()), Ok(Outcome::Applied));
+        assert_eq!(t.budget("cus_1").unwrap().spent, 0);
+        assert!(t.try_spend("cus_1", 7));
+        assert_eq!(t.apply(p1.as_bytes()), Ok(Outcome::Stale));
+        assert_eq!(t.budget("cus_1").unwrap().spent, 7);
+        let usage = t.drain_usage();
+        let amounts: Vec<u64> = usage.iter().map(|u| u.item.amount).collect();
+        assert_eq!(amounts, vec![5, 7]);
+        assert!(t.drain_usage().is_empty());
+    }
+
+    #[test]
+    fn parked_until_created() {
+        let t = table_at("2025-12-01T00:00:00Z");
+        let p = paid("p2", "2025-12-28T10:05:00Z", "sub_1", "2025-12-28T10:00:00Z", "2026-01-28T10:00:00Z");
+        assert_eq!(t.apply(p.as_bytes()), Ok(Outcome::Parked));
+        assert!(t.is_empty());
+        let c = created("e1", "2025-11-28T10:00:00Z", "sub_1", "cus_1", "100", "2025-11-28T10:00:00Z", "2025-12-28T10:00:00Z");
+        assert_eq!(t.apply(c.as_bytes()), Ok(Outcome::Applied));
+        assert_eq!(t.budget("cus_1").unwrap().period_start, event::parse_time("", "2025-12-28T10:00:00Z").unwrap());
+    }
+
+    #[test]
+    fn grace_period_then_period_ended() {
+        let t = seeded();
+        let end = t.budget("cus_1").unwrap().period_end;
+        t.set_clock(Some(end + DAY - 1));
+        assert!(t.try_spend("cus_1", 1));
+        t.set_clock(Some(end + DAY));
+        assert_eq!(t.spend("cus_1", 1).reason, Reason::PeriodEnded);
+    }
+
+    #[test]
+    fn reservations_commit_release_expire() {
+        let t = seeded();
+        let id = t.reserve("cus_1", 30_000_000, 1_000_000).reservation_id.unwrap();
+        assert_eq!(t.budget("cus_1").unwrap().reserved, 30_000_000);
+        assert!(matches!(t.commit(id, 40_000_000), Err(Error::InvalidAmount(_))));
+        t.commit(id, 10_000_000).unwrap();
+        assert!(matches!(t.commit(id, 1), Err(Error::UnknownReservation(_))));
+        let b = t.budget("cus_1").unwrap();
+        assert_eq!((b.spent, b.reserved), (10_000_000, 0));
+        let id2 = t.reserve("cus_1", 90_000_000, 1_000_000).reservation_id.unwrap();
+        assert!(!t.try_spend("cus_1", 1));
+        let now = t.clock.now();
+        t.set_clock(Some(now + 1_000_000));
+        assert!(t.try_spend("cus_1", 1), "the expired hold released itself");
+        assert!(matches!(t.release(id2), Err(Error::UnknownReservation(_))));
+    }
+
+    #[test]
+    fn real_threads_hammering_one_budget() {
+        let t = Arc::new(seeded());
+        let granted: u64 = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let t = Arc::clone(&t);
+                    s.spawn(move || {
+                        let mut n = 0u64;
+                        for _ in 0..50_000 {
+                            if i % 2 == 0 {
+                                n += u64::from(t.try_spend("cus_1", 1_000));
+                            } else if let Some(id) = t.reserve("cus_1", 1_000, 60_000_000).reservation_id {
+                                t.commit(id, 1_000).unwrap();
+                                n += 1;
+                            }
+                        }
+                        n
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(granted, 100_000, "exactly total / amount grants");
+        let b = t.budget("cus_1").unwrap();
+        assert_eq!((b.spent, b.reserved, b.remaining), (100_000_000, 0, 0));
+    }
+
+    #[test]
+    fn snapshot_round_trip_and_garbage() {
+        let t = seeded();
+        assert!(t.try_spend("cus_1", 11));
+        let id = t.reserve("cus_1", 5, 60_000_000).reservation_id.unwrap();
+        let bytes = crate::snapshot::encode(&t, 42);
+        let r = crate::snapshot::decode(&bytes).unwrap();
+        assert_eq!(r.cursor(), 42);
+        r.set_clock(Some(t.clock.now()));
+        assert_eq!(r.budget("cus_1"), t.budget("cus_1"));
+        r.commit(id, 5).unwrap();
+        let again = created("e1", "2025-11-28T10:00:00Z", "sub_1", "cus_1", "100.00", "2025-11-28T10:00:00Z", "2025-12-28T10:00:00Z");
+        assert_eq!(r.apply(again.as_bytes()), Ok(Outcome::Duplicate));
+        for cut in [0, 5, 12, bytes.len() / 2, bytes.len() - 1] {
+            assert!(matches!(crate::snapshot::decode(&bytes[..cut]), Err(Error::InvalidSnapshot(_))));
+        }
+        let mut flipped = bytes.clone();
+        flipped[20] ^= 1;
+        assert!(matches!(crate::snapshot::decode(&flipped), Err(Error::InvalidSnapshot(_))));
+    }
+}

@@ -1,0 +1,65 @@
+"""Money as integer micro-units (1 unit of currency = 1_000_000), converted exactly."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from .errors import InvalidAmount
+
+__all__ = ["MICROS_PER_UNIT", "from_micros", "to_micros"]
+
+MICROS_PER_UNIT = 1_000_000
+_MAX_MICROS = 2**63 - 1  # amounts are held in 64-bit integers
+
+
+def to_micros(value: Decimal | str | int | float) -> int:
+    """Converts an amount in whole units to micro-units, exactly.
+
+    ``"0.25"`` -> ``250_000``; an ``int`` means whole units (``2`` -> ``2_000_000``).
+    A ``float`` is read as the shortest decimal that prints as it (``0.1`` -> ``100_000``).
+    More than 6 significant decimal places, NaN, infinity or a non-numeric string
+    raise :class:`InvalidAmount`; nothing is ever rounded.
+    """
+    if isinstance(value, bool) or not isinstance(value, Decimal | str | int | float):
+        raise TypeError(f"amount must be a Decimal, str, int or float, not {type(value).__name__}")
+    if isinstance(value, int):
+        return _in_range(value * MICROS_PER_UNIT, value)
+    try:
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation:
+        raise InvalidAmount(f"not a decimal number: {value!r}") from None
+    if not number.is_finite():
+        raise InvalidAmount(f"amount must be finite, got {value!r}")
+    if number.is_zero():
+        return 0
+    if number.adjusted() > 18:
+        raise InvalidAmount(f"amount {value!r} is too large for 64-bit micro-units")
+    # Exact integer arithmetic on the digits: Decimal operations would round to the context.
+    sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)  # finite numbers have an integer exponent
+    coefficient = int("".join(map(str, digits)))
+    shift = exponent + 6
+    if shift >= 0:
+        micros = coefficient * 10**shift
+    else:
+        micros, below = divmod(coefficient, 10**-shift)
+        if below:
+            raise InvalidAmount(f"more than 6 decimal places: {value!r}")
+    return _in_range(-micros if sign else micros, value)
+
+
+def _in_range(micros: int, value: object) -> int:
+    if abs(micros) > _MAX_MICROS:
+        raise InvalidAmount(f"amount {value!r} is too large for 64-bit micro-units")
+    return micros
+
+
+def from_micros(micros: int) -> Decimal:
+    """Converts micro-units back to a ``Decimal`` in whole units: ``250_000`` -> ``Decimal("0.25")``."""
+    if isinstance(micros, bool) or not isinstance(micros, int):
+        raise TypeError(f"micros must be an int, not {type(micros).__name__}")
+    whole, frac = divmod(abs(micros), MICROS_PER_UNIT)
+    sign = "-" if micros < 0 else ""
+    if frac == 0:
+        return Decimal(f"{sign}{whole}")
+    return Decimal(f"{sign}{whole}.{frac:06d}".rstrip("0"))

@@ -1,0 +1,385 @@
+//! PyO3 bindings: argument conversion and result objects only. All rules live in
+//! the Python-free modules of the crate.
+
+use crate::event::Status;
+use crate::table::{BudgetView, Config, Decision, Outcome, Reason, Table};
+use crate::{snapshot, Error};
+use chrono::{DateTime, Utc};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyMemoryView, PyString};
+
+pyo3::import_exception!(billing_gateway.errors, InvalidEvent);
+pyo3::import_exception!(billing_gateway.errors, InvalidAmount);
+pyo3::import_exception!(billing_gateway.errors, InvalidSnapshot);
+pyo3::import_exception!(billing_gateway.errors, InvalidArgument);
+pyo3::import_exception!(billing_gateway.errors, UnknownReservation);
+pyo3::import_exception!(billing_gateway.errors, ParkingFull);
+
+impl From<Error> for PyErr {
+    fn from(e: Error) -> PyErr {
+        match e {
+            Error::InvalidEvent(m) => InvalidEvent::new_err(m),
+            Error::InvalidAmount(m) => InvalidAmount::new_err(m),
+            Error::InvalidSnapshot(m) => InvalidSnapshot::new_err(m),
+            Error::InvalidArgument(m) => InvalidArgument::new_err(m),
+            Error::UnknownReservation(m) => UnknownReservation::new_err(m),
+            Error::ParkingFull(m) => ParkingFull::new_err(m),
+        }
+    }
+}
+
+/// Python objects the bindings hand out, looked up once in `billing_gateway.models`.
+struct Models {
+    reasons: [Py<PyAny>; 5],
+    outcomes: [Py<PyAny>; 5],
+    budget: Py<PyAny>,
+    usage_record: Py<PyAny>,
+    encode_event: Py<PyAny>,
+}
+
+static MODELS: PyOnceLock<Models> = PyOnceLock::new();
+
+fn models(py: Python<'_>) -> PyResult<&'static Models> {
+    MODELS.get_or_try_init(py, || {
+        let m = py.import("billing_gateway.models")?;
+        let reason = m.getattr("Reason")?;
+        let outcome = m.getattr("ApplyOutcome")?;
+        let members = |cls: &Bound<'_, PyAny>, names: [&str; 5]| -> PyResult<[Py<PyAny>; 5]> {
+            let mut out = Vec::with_capacity(5);
+            for n in names {
+                out.push(cls.getattr(n)?.unbind());
+            }
+            Ok(out.try_into().unwrap_or_else(|_| unreachable!("five names give five members")))
+        };
+        Ok(Models {
+            reasons: members(
+                &reason,
+                ["OK", "INSUFFICIENT_BUDGET", "UNKNOWN_TENANT", "INACTIVE", "PERIOD_ENDED"],
+            )?,
+            outcomes: members(&outcome, ["APPLIED", "DUPLICATE", "STALE", "PARKED", "IGNORED"])?,
+            budget: m.getattr("Budget")?.unbind(),
+            usage_record: m.getattr("UsageRecord")?.unbind(),
+            encode_event: py.import("billing_gateway.events")?.getattr("encode_event")?.unbind(),
+        })
+    })
+}
+
+const REASONS: [Reason; 5] = [
+    Reason::Ok,
+    Reason::InsufficientBudget,
+    Reason::UnknownTenant,
+    Reason::Inactive,
+    Reason::PeriodEnded,
+];
+
+/// An amount argument: a non-negative `int` of micro-units.
+#[inline]
+fn micros(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
+    match obj.extract::<i64>() {
+        Ok(v) if v >= 0 => Ok(v as u64),
+        Ok(v) => Err(InvalidAmount::new_err(format!("{what} must be >= 0 micro-units, got {v}"))),
+        Err(_) => Err(not_micros(obj, what)),
+    }
+}
+
+#[cold]
+fn not_micros(obj: &Bound<'_, PyAny>, what: &str) -> PyErr {
+    if obj.is_instance_of::<PyInt>() {
+        return InvalidAmount::new_err(format!("{what} {obj} is out of range (at most {} micro-units)", i64::MAX));
+    }
+    let kind = obj.get_type().name().map_or_else(|_| "?".to_string(), |n| n.to_string());
+    PyTypeError::new_err(format!(
+        "{what} must be an int of micro-units, not {kind} (convert with billing_gateway.to_micros)"
+    ))
+}
+
+fn reservation_id(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
+    if !obj.is_instance_of::<PyInt>() {
+        let kind = obj.get_type().name().map_or_else(|_| "?".to_string(), |n| n.to_string());
+        return Err(PyTypeError::new_err(format!("reservation_id must be an int, not {kind}")));
+    }
+    // Negative or huge ids were never issued.
+    obj.extract::<u64>()
+        .map_err(|_| UnknownReservation::new_err(format!("reservation {obj} is unknown, expired or already resolved")))
+}
+
+fn datetime(micros: i64) -> PyResult<DateTime<Utc>> {
+    DateTime::<Utc>::from_timestamp_micros(micros)
+        .ok_or_else(|| InvalidArgument::new_err(format!("timestamp out of range: {micros}")))
+}
+
+/// The outcome of a spend check; `bool(decision)` is `decision.allowed`.
+#[pyclass(frozen, eq, hash, skip_from_py_object, module = "billing_gateway", name = "Decision")]
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PyDecision(Decision);
+
+#[pymethods]
+impl PyDecision {
+    #[new]
+    #[pyo3(signature = (allowed, reason, remaining, reservation_id = None))]
+    fn new(allowed: bool, reason: &Bound<'_, PyAny>, remaining: u64, reservation_id: Option<u64>) -> PyResult<Self> {
+        let m = models(reason.py())?;
+        let index = m
+            .reasons
+            .iter()
+            .position(|r| r.bind(reason.py()).is(reason))
+            .ok_or_else(|| PyTypeError::new_err("reason must be a billing_gateway.Reason"))?;
+        Ok(Self(Decision {
+            allowed,
+            reason: REASONS[index],
+            remaining,
+            reservation_id,
+        }))
+    }
+
+    #[getter]
+    fn allowed(&self) -> bool {
+        self.0.allowed
+    }
+
+    #[getter]
+    fn reason(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(models(py)?.reasons[self.0.reason as usize].clone_ref(py))
+    }
+
+    #[getter]
+    fn remaining(&self) -> u64 {
+        self.0.remaining
+    }
+
+    #[getter]
+    fn reservation_id(&self) -> Option<u64> {
+        self.0.reservation_id
+    }
+
+    fn __bool__(&self) -> bool {
+        self.0.allowed
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let reason = self.reason(py)?;
+        let id = self.0.reservation_id.map_or_else(|| "None".to_string(), |i| i.to_string());
+        Ok(format!(
+            "Decision(allowed={}, reason={}, remaining={}, reservation_id={id})",
+            if self.0.allowed { "True" } else { "False" },
+            reason.bind(py).repr()?,
+            self.0.remaining,
+        ))
+    }
+}
+
+/// The budget table of one process. Safe to share between threads.
+#[pyclass(frozen, module = "billing_gateway", name = "Gateway")]
+pub struct Gateway {
+    table: Table,
+}
+
+#[pymethods]
+impl Gateway {
+    #[new]
+    #[pyo3(signature = (*, grace_period_s = 86_400.0, unknown_tenant = "deny", max_parked = 10_000, dedupe_window = 100_000))]
+    fn new(grace_period_s: f64, unknown_tenant: &str, max_parked: i64, dedupe_window: i64) -> PyResult<Self> {
+        if !grace_period_s.is_finite() || grace_period_s < 0.0 {
+            return Err(InvalidArgument::new_err(format!(
+                "grace_period_s must be a finite number of seconds >= 0, got {grace_period_s}"
+            )));
+        }
+        let allow_unknown = match unknown_tenant {
+            "deny" => false,
+            "allow" => true,
+            other => {
+                return Err(InvalidArgument::new_err(format!(
+                    "unknown_tenant must be \"deny\" or \"allow\", got {other:?}"
+                )))
+            }
+        };
+        let count = |name: &str, v: i64| {
+            usize::try_from(v).map_err(|_| InvalidArgument::new_err(format!("{name} must be >= 0, got {v}")))
+        };
+        Ok(Self {
+            table: Table::new(Config {
+                grace_us: (grace_period_s * 1e6).round() as i64,
+                allow_unknown,
+                max_parked: count("max_parked", max_parked)?,
+                dedupe_window: count("dedupe_window", dedupe_window)?,
+            }),
+        })
+    }
+
+    /// Applies one event (JSON bytes or str, or a `billing_gateway.events` struct).
+    fn apply(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let outcome = if let Ok(b) = event.cast::<PyBytes>() {
+            self.table.apply(b.as_bytes())?
+        } else if let Ok(s) = event.cast::<PyString>() {
+            self.table.apply(s.to_str()?.as_bytes())?
+        } else if event.is_instance_of::<PyByteArray>() || event.is_instance_of::<PyMemoryView>() {
+            let owned: Vec<u8> = py.import("builtins")?.getattr("bytes")?.call1((event,))?.extract()?;
+            self.table.apply(&owned)?
+        } else {
+            let encoded = models(py)?.encode_event.bind(py).call1((event,))?;
+            self.table.apply(encoded.cast::<PyBytes>()?.as_bytes())?
+        };
+        Ok(outcome_member(py, outcome)?)
+    }
+
+    fn try_spend(&self, tenant_id: &str, amount: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.table.try_spend(tenant_id, micros(amount, "amount")?))
+    }
+
+    fn spend(&self, tenant_id: &str, amount: &Bound<'_, PyAny>) -> PyResult<PyDecision> {
+        Ok(PyDecision(self.table.spend(tenant_id, micros(amount, "amount")?)))
+    }
+
+    fn check(&self, tenant_id: &str, amount: &Bound<'_, PyAny>) -> PyResult<PyDecision> {
+        Ok(PyDecision(self.table.check(tenant_id, micros(amount, "amount")?)))
+    }
+
+    #[pyo3(signature = (tenant_id, amount, *, ttl_s = 60.0))]
+    fn reserve(&self, tenant_id: &str, amount: &Bound<'_, PyAny>, ttl_s: f64) -> PyResult<PyDecision> {
+        let amount = micros(amount, "amount")?;
+        if !ttl_s.is_finite() || ttl_s <= 0.0 || ttl_s > 1e9 {
+            return Err(InvalidArgument::new_err(format!(
+                "ttl_s must be a positive number of seconds, got {ttl_s}"
+            )));
+        }
+        let ttl_us = ((ttl_s * 1e6).round() as i64).max(1);
+        Ok(PyDecision(self.table.reserve(tenant_id, amount, ttl_us)))
+    }
+
+    fn commit(&self, reservation_id: &Bound<'_, PyAny>, actual: &Bound<'_, PyAny>) -> PyResult<()> {
+        let id = self::reservation_id(reservation_id)?;
+        let actual = micros(actual, "actual")?;
+        Ok(self.table.commit(id, actual)?)
+    }
+
+    fn release(&self, reservation_id: &Bound<'_, PyAny>) -> PyResult<()> {
+        Ok(self.table.release(self::reservation_id(reservation_id)?)?)
+    }
+
+    fn budget(&self, py: Python<'_>, tenant_id: &str) -> PyResult<Option<Py<PyAny>>> {
+        self.table.budget(tenant_id).map(|b| budget_object(py, &b)).transpose()
+    }
+
+    fn budgets<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let views = self.table.budgets();
+        let objects = views.iter().map(|b| budget_object(py, b)).collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, objects)
+    }
+
+    fn __len__(&self) -> usize {
+        self.table.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Gateway(tenants={}, cursor={})", self.table.len(), self.table.cursor())
+    }
+
+    /// The whole state as bytes, with `cursor` (e.g. the JetStream stream sequence).
+    #[pyo3(signature = (cursor = 0))]
+    fn snapshot<'py>(&self, py: Python<'py>, cursor: i64) -> PyResult<Bound<'py, PyBytes>> {
+        let cursor = u64::try_from(cursor)
+            .map_err(|_| InvalidArgument::new_err(format!("cursor must be >= 0, got {cursor}")))?;
+        let bytes = py.detach(|| snapshot::encode(&self.table, cursor));
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// Rebuilds a gateway from `snapshot()` output; anything else raises InvalidSnapshot.
+    #[staticmethod]
+    fn restore(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let bytes: Vec<u8> = if data.is_instance_of::<PyBytes>()
+            || data.is_instance_of::<PyByteArray>()
+            || data.is_instance_of::<PyMemoryView>()
+        {
+            py.import("builtins")?.getattr("bytes")?.call1((data,))?.extract()?
+        } else {
+            let kind = data.get_type().name()?.to_string();
+            return Err(InvalidSnapshot::new_err(format!(
+                "expected the bytes returned by Gateway.snapshot(), got {kind}"
+            )));
+        };
+        let table = py.detach(|| snapshot::decode(&bytes))?;
+        Ok(Self { table })
+    }
+
+    #[getter]
+    fn cursor(&self) -> u64 {
+        self.table.cursor()
+    }
+
+    /// Committed spend per subscription since the last drain.
+    fn drain_usage<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let cls = models(py)?.usage_record.bind(py);
+        let records = self
+            .table
+            .drain_usage()
+            .into_iter()
+            .map(|r| {
+                cls.call1((
+                    &*r.item.tenant_id,
+                    &*r.item.subscription_id,
+                    r.item.amount,
+                    datetime(r.item.period_start)?,
+                    r.idempotency_key,
+                ))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, records)
+    }
+
+    /// Pins the table's clock at `micros` since the epoch (tests, simulations);
+    /// `None` returns to the system clock.
+    #[pyo3(signature = (micros))]
+    fn _set_clock(&self, micros: Option<i64>) {
+        self.table.set_clock(micros);
+    }
+}
+
+fn outcome_member(py: Python<'_>, outcome: Outcome) -> PyResult<Py<PyAny>> {
+    Ok(models(py)?.outcomes[outcome as usize].clone_ref(py))
+}
+
+fn budget_object(py: Python<'_>, b: &BudgetView) -> PyResult<Py<PyAny>> {
+    let status: Status = b.status;
+    let currency = std::str::from_utf8(&b.currency).unwrap_or("???");
+    let args = (
+        &*b.tenant_id,
+        &*b.subscription_id,
+        &*b.plan_id,
+        &*b.plan_name,
+        currency,
+        b.total,
+        b.spent,
+        b.reserved,
+        b.remaining,
+        datetime(b.period_start)?,
+        datetime(b.period_end)?,
+        status.as_str(),
+    );
+    Ok(models(py)?.budget.bind(py).call1(args)?.unbind())
+}
+
+/// The floor for benchmarks: a method with `try_spend`'s signature that does nothing.
+#[pyclass(frozen, module = "billing_gateway._core")]
+pub struct NoOp;
+
+#[pymethods]
+impl NoOp {
+    #[new]
+    fn new() -> Self {
+        NoOp
+    }
+
+    fn try_spend(&self, tenant_id: &str, amount: i64) -> bool {
+        !tenant_id.is_empty() || amount >= 0
+    }
+}
+
+#[pymodule(gil_used = false)]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Gateway>()?;
+    m.add_class::<PyDecision>()?;
+    m.add_class::<NoOp>()?;
+    Ok(())
+}

@@ -29,7 +29,8 @@ impl Clock {
 
     /// Pins the clock at `micros`, or hands it back to the system clock with `None`.
     pub fn set(&self, micros: Option<i64>) {
-        self.fixed.store(micros.unwrap_or(SYSTEM), Ordering::Relaxed);
+        self.fixed
+            .store(micros.unwrap_or(SYSTEM), Ordering::Relaxed);
     }
 }
 

@@ -68,7 +68,12 @@ impl UsageCell for AtomicUsage {
     #[inline]
     fn compare_exchange(&self, current: Usage, new: Usage) -> Result<(), Usage> {
         self.0
-            .compare_exchange_weak(pack(current), pack(new), Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange_weak(
+                pack(current),
+                pack(new),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .map(drop)
             .map_err(unpack)
     }
@@ -96,7 +101,11 @@ fn update<C: UsageCell>(
 pub fn try_debit<C: UsageCell>(cell: &C, total: u64, amount: u64) -> Result<Usage, Usage> {
     if amount == 0 {
         let current = cell.load();
-        return if current.admits(total, 0) { Ok(current) } else { Err(current) };
+        return if current.admits(total, 0) {
+            Ok(current)
+        } else {
+            Err(current)
+        };
     }
     update(cell, |u| {
         u.admits(total, amount).then_some(Usage {
@@ -156,13 +165,34 @@ mod tests {
     fn debit_hold_settle() {
         let cell = AtomicUsage::new(Usage::default());
         assert!(try_debit(&cell, 10, 4).is_ok());
-        assert_eq!(try_hold(&cell, 10, 5).unwrap(), Usage { spent: 4, reserved: 5 });
-        assert_eq!(try_debit(&cell, 10, 2), Err(Usage { spent: 4, reserved: 5 }));
-        assert_eq!(settle(&cell, 5, 3), Usage { spent: 7, reserved: 0 });
+        assert_eq!(
+            try_hold(&cell, 10, 5).unwrap(),
+            Usage {
+                spent: 4,
+                reserved: 5
+            }
+        );
+        assert_eq!(
+            try_debit(&cell, 10, 2),
+            Err(Usage {
+                spent: 4,
+                reserved: 5
+            })
+        );
+        assert_eq!(
+            settle(&cell, 5, 3),
+            Usage {
+                spent: 7,
+                reserved: 0
+            }
+        );
         assert_eq!(try_debit(&cell, 10, 3).unwrap().remaining(10), 0);
         assert_eq!(reset_spent(&cell), 10);
         assert_eq!(cell.load(), Usage::default());
-        let full = Usage { spent: u64::MAX, reserved: 1 };
+        let full = Usage {
+            spent: u64::MAX,
+            reserved: 1,
+        };
         assert_eq!(full.remaining(5), 0);
         assert!(!full.admits(u64::MAX, 0), "overflowing sums never admit");
     }
@@ -177,7 +207,11 @@ mod tests {
             let handles: Vec<_> = (0..THREADS)
                 .map(|_| {
                     let cell = Arc::clone(&cell);
-                    s.spawn(move || (0..TRIES).filter(|_| try_debit(&*cell, TOTAL, 1).is_ok()).count() as u64)
+                    s.spawn(move || {
+                        (0..TRIES)
+                            .filter(|_| try_debit(&*cell, TOTAL, 1).is_ok())
+                            .count() as u64
+                    })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).sum()
@@ -197,14 +231,20 @@ mod tests {
         impl UsageCell for LoomUsage {
             fn load(&self) -> Usage {
                 let w = self.0.load(Ordering::Acquire);
-                Usage { spent: w >> 32, reserved: w & 0xffff_ffff }
+                Usage {
+                    spent: w >> 32,
+                    reserved: w & 0xffff_ffff,
+                }
             }
             fn compare_exchange(&self, current: Usage, new: Usage) -> Result<(), Usage> {
                 let p = |u: Usage| (u.spent << 32) | u.reserved;
                 self.0
                     .compare_exchange(p(current), p(new), Ordering::AcqRel, Ordering::Acquire)
                     .map(drop)
-                    .map_err(|w| Usage { spent: w >> 32, reserved: w & 0xffff_ffff })
+                    .map_err(|w| Usage {
+                        spent: w >> 32,
+                        reserved: w & 0xffff_ffff,
+                    })
             }
         }
 
@@ -225,7 +265,13 @@ mod tests {
                     .filter(|&ok| ok)
                     .count();
                 assert_eq!(granted, 1);
-                assert_eq!(cell.load(), Usage { spent: 3, reserved: 0 });
+                assert_eq!(
+                    cell.load(),
+                    Usage {
+                        spent: 3,
+                        reserved: 0
+                    }
+                );
             });
         }
 

@@ -250,7 +250,11 @@ fn from_json<'a, T: Deserialize<'a>>(text: &'a str, prefix: &str) -> Result<T, E
                     "." | "?" => prefix.trim_end_matches('.').to_string(),
                     path => format!("{prefix}{path}"),
                 };
-                let field = if field.is_empty() { "event".to_string() } else { field };
+                let field = if field.is_empty() {
+                    "event".to_string()
+                } else {
+                    field
+                };
                 invalid(&field, strip_position(&inner.to_string()))
             }
             Ok(_) => invalid(prefix.trim_end_matches('.'), "malformed JSON"),
@@ -318,8 +322,10 @@ fn created(w: CreatedWire<'_>) -> Result<Created<'_>, Error> {
     check_len("data.plan_name", &w.plan_name, MAX_NAME_LEN)?;
     let total = amount("data.total_budget", w.total_budget)?;
     let currency = parse_currency(&w.currency)?;
-    let (period_start, period_end) =
-        period(("data.period_start", &w.period_start), ("data.period_end", &w.period_end))?;
+    let (period_start, period_end) = period(
+        ("data.period_start", &w.period_start),
+        ("data.period_end", &w.period_end),
+    )?;
     let status = match w.status {
         Some(s) => parse_status("data.status", &s)?,
         None => Status::Active,
@@ -401,13 +407,17 @@ fn check_id(field: &str, value: &str) -> Result<(), Error> {
 fn amount(field: &str, raw: &RawValue) -> Result<u64, Error> {
     let text = raw.get();
     let digits = if let Some(quoted) = text.strip_prefix('"') {
-        quoted.strip_suffix('"').filter(|s| !s.contains(['\\', '"'])).map(str::trim)
+        quoted
+            .strip_suffix('"')
+            .filter(|s| !s.contains(['\\', '"']))
+            .map(str::trim)
     } else if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
         Some(text)
     } else {
         None
     };
-    let digits = digits.ok_or_else(|| invalid(field, format!("expected a decimal amount, got {text}")))?;
+    let digits =
+        digits.ok_or_else(|| invalid(field, format!("expected a decimal amount, got {text}")))?;
     parse_micros(digits).map_err(|e| invalid(field, e))
 }
 
@@ -424,7 +434,10 @@ fn parse_currency(code: &str) -> Result<[u8; 3], Error> {
 fn parse_status(field: &str, s: &str) -> Result<Status, Error> {
     Status::parse(s).ok_or_else(|| {
         let known: Vec<&str> = Status::ALL.iter().map(|st| st.as_str()).collect();
-        invalid(field, format!("unknown status {s:?}; expected one of {}", known.join(", ")))
+        invalid(
+            field,
+            format!("unknown status {s:?}; expected one of {}", known.join(", ")),
+        )
     })
 }
 
@@ -441,7 +454,12 @@ fn period(start: (&str, &str), end: (&str, &str)) -> Result<(i64, i64), Error> {
 pub fn parse_time(field: &str, s: &str) -> Result<i64, Error> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_micros())
-        .map_err(|e| invalid(field, format!("expected an RFC 3339 timestamp with a UTC offset, got {s:?} ({e})")))
+        .map_err(|e| {
+            invalid(
+                field,
+                format!("expected an RFC 3339 timestamp with a UTC offset, got {s:?} ({e})"),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -479,12 +497,18 @@ mod tests {
         assert!(err(&CREATED.replace("\"plan_abcde\"", "5")).starts_with("data.plan_id"));
         assert!(err(&CREATED.replace("\"plan_id\":\"plan_abcde\",", "")).contains("plan_id"));
         assert!(err(&CREATED.replace("\"USD\"", "\"usd\"")).starts_with("data.currency"));
-        assert!(err(&CREATED.replace("2025-11-28T10:00:00Z\",\"data", "yesterday\",\"data")).starts_with("timestamp"));
+        assert!(
+            err(&CREATED.replace("2025-11-28T10:00:00Z\",\"data", "yesterday\",\"data"))
+                .starts_with("timestamp")
+        );
         assert!(err(&CREATED.replace("2025-12-28", "2025-10-28")).starts_with("data.period_end"));
         assert!(err(&CREATED.replace("evt_12345", "")).starts_with("event_id"));
         assert!(err("{").starts_with("event"));
         assert!(err("[]").starts_with("event"));
-        assert!(err(r#"{"event_id":"e","event_type":"x","timestamp":"2025-11-28T10:00:00Z","data":[]}"#).starts_with("data"));
+        assert!(err(
+            r#"{"event_id":"e","event_type":"x","timestamp":"2025-11-28T10:00:00Z","data":[]}"#
+        )
+        .starts_with("data"));
     }
 
     #[test]

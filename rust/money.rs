@@ -72,8 +72,14 @@ fn parse_exponent(exp: &str, text: &str) -> Result<i64, String> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 6 {
         return Err(format!("not a decimal number: {text:?}"));
     }
-    let magnitude: i64 = digits.parse().map_err(|_| format!("bad exponent: {text}"))?;
-    Ok(if exp.starts_with('-') { -magnitude } else { magnitude })
+    let magnitude: i64 = digits
+        .parse()
+        .map_err(|_| format!("bad exponent: {text}"))?;
+    Ok(if exp.starts_with('-') {
+        -magnitude
+    } else {
+        magnitude
+    })
 }
 
 #[cfg(test)]
@@ -96,11 +102,24 @@ mod tests {
     #[test]
     fn rejects_inexact_and_garbage() {
         for bad in [
-            "0.0000001", "-1", "", ".5", "5.", "1e", "abc", "1.2.3", "NaN", "inf", "1e-7",
-            "99999999999999999999", "1e20",
+            "0.0000001",
+            "-1",
+            "",
+            ".5",
+            "5.",
+            "1e",
+            "abc",
+            "1.2.3",
+            "NaN",
+            "inf",
+            "1e-7",
+            "99999999999999999999",
+            "1e20",
         ] {
             assert!(parse_micros(bad).is_err(), "{bad} should be rejected");
         }
-        assert!(parse_micros("0.0000001").unwrap_err().contains("6 decimal places"));
+        assert!(parse_micros("0.0000001")
+            .unwrap_err()
+            .contains("6 decimal places"));
     }
 }

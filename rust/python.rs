@@ -51,17 +51,31 @@ fn models(py: Python<'_>) -> PyResult<&'static Models> {
             for n in names {
                 out.push(cls.getattr(n)?.unbind());
             }
-            Ok(out.try_into().unwrap_or_else(|_| unreachable!("five names give five members")))
+            Ok(out
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("five names give five members")))
         };
         Ok(Models {
             reasons: members(
                 &reason,
-                ["OK", "INSUFFICIENT_BUDGET", "UNKNOWN_TENANT", "INACTIVE", "PERIOD_ENDED"],
+                [
+                    "OK",
+                    "INSUFFICIENT_BUDGET",
+                    "UNKNOWN_TENANT",
+                    "INACTIVE",
+                    "PERIOD_ENDED",
+                ],
             )?,
-            outcomes: members(&outcome, ["APPLIED", "DUPLICATE", "STALE", "PARKED", "IGNORED"])?,
+            outcomes: members(
+                &outcome,
+                ["APPLIED", "DUPLICATE", "STALE", "PARKED", "IGNORED"],
+            )?,
             budget: m.getattr("Budget")?.unbind(),
             usage_record: m.getattr("UsageRecord")?.unbind(),
-            encode_event: py.import("billing_gateway.events")?.getattr("encode_event")?.unbind(),
+            encode_event: py
+                .import("billing_gateway.events")?
+                .getattr("encode_event")?
+                .unbind(),
         })
     })
 }
@@ -79,7 +93,9 @@ const REASONS: [Reason; 5] = [
 fn micros(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
     match obj.extract::<i64>() {
         Ok(v) if v >= 0 => Ok(v as u64),
-        Ok(v) => Err(InvalidAmount::new_err(format!("{what} must be >= 0 micro-units, got {v}"))),
+        Ok(v) => Err(InvalidAmount::new_err(format!(
+            "{what} must be >= 0 micro-units, got {v}"
+        ))),
         Err(_) => Err(not_micros(obj, what)),
     }
 }
@@ -87,9 +103,15 @@ fn micros(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
 #[cold]
 fn not_micros(obj: &Bound<'_, PyAny>, what: &str) -> PyErr {
     if obj.is_instance_of::<PyInt>() {
-        return InvalidAmount::new_err(format!("{what} {obj} is out of range (at most {} micro-units)", i64::MAX));
+        return InvalidAmount::new_err(format!(
+            "{what} {obj} is out of range (at most {} micro-units)",
+            i64::MAX
+        ));
     }
-    let kind = obj.get_type().name().map_or_else(|_| "?".to_string(), |n| n.to_string());
+    let kind = obj
+        .get_type()
+        .name()
+        .map_or_else(|_| "?".to_string(), |n| n.to_string());
     PyTypeError::new_err(format!(
         "{what} must be an int of micro-units, not {kind} (convert with billing_gateway.to_micros)"
     ))
@@ -97,12 +119,20 @@ fn not_micros(obj: &Bound<'_, PyAny>, what: &str) -> PyErr {
 
 fn reservation_id(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
     if !obj.is_instance_of::<PyInt>() {
-        let kind = obj.get_type().name().map_or_else(|_| "?".to_string(), |n| n.to_string());
-        return Err(PyTypeError::new_err(format!("reservation_id must be an int, not {kind}")));
+        let kind = obj
+            .get_type()
+            .name()
+            .map_or_else(|_| "?".to_string(), |n| n.to_string());
+        return Err(PyTypeError::new_err(format!(
+            "reservation_id must be an int, not {kind}"
+        )));
     }
     // Negative or huge ids were never issued.
-    obj.extract::<u64>()
-        .map_err(|_| UnknownReservation::new_err(format!("reservation {obj} is unknown, expired or already resolved")))
+    obj.extract::<u64>().map_err(|_| {
+        UnknownReservation::new_err(format!(
+            "reservation {obj} is unknown, expired or already resolved"
+        ))
+    })
 }
 
 fn datetime(micros: i64) -> PyResult<DateTime<Utc>> {
@@ -111,7 +141,14 @@ fn datetime(micros: i64) -> PyResult<DateTime<Utc>> {
 }
 
 /// The outcome of a spend check; `bool(decision)` is `decision.allowed`.
-#[pyclass(frozen, eq, hash, skip_from_py_object, module = "billing_gateway", name = "Decision")]
+#[pyclass(
+    frozen,
+    eq,
+    hash,
+    skip_from_py_object,
+    module = "billing_gateway",
+    name = "Decision"
+)]
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PyDecision(Decision);
 
@@ -119,7 +156,12 @@ pub struct PyDecision(Decision);
 impl PyDecision {
     #[new]
     #[pyo3(signature = (allowed, reason, remaining, reservation_id = None))]
-    fn new(allowed: bool, reason: &Bound<'_, PyAny>, remaining: u64, reservation_id: Option<u64>) -> PyResult<Self> {
+    fn new(
+        allowed: bool,
+        reason: &Bound<'_, PyAny>,
+        remaining: u64,
+        reservation_id: Option<u64>,
+    ) -> PyResult<Self> {
         let m = models(reason.py())?;
         let index = m
             .reasons
@@ -160,7 +202,10 @@ impl PyDecision {
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let reason = self.reason(py)?;
-        let id = self.0.reservation_id.map_or_else(|| "None".to_string(), |i| i.to_string());
+        let id = self
+            .0
+            .reservation_id
+            .map_or_else(|| "None".to_string(), |i| i.to_string());
         Ok(format!(
             "Decision(allowed={}, reason={}, remaining={}, reservation_id={id})",
             if self.0.allowed { "True" } else { "False" },
@@ -180,7 +225,12 @@ pub struct Gateway {
 impl Gateway {
     #[new]
     #[pyo3(signature = (*, grace_period_s = 86_400.0, unknown_tenant = "deny", max_parked = 10_000, dedupe_window = 100_000))]
-    fn new(grace_period_s: f64, unknown_tenant: &str, max_parked: i64, dedupe_window: i64) -> PyResult<Self> {
+    fn new(
+        grace_period_s: f64,
+        unknown_tenant: &str,
+        max_parked: i64,
+        dedupe_window: i64,
+    ) -> PyResult<Self> {
         if !grace_period_s.is_finite() || grace_period_s < 0.0 {
             return Err(InvalidArgument::new_err(format!(
                 "grace_period_s must be a finite number of seconds >= 0, got {grace_period_s}"
@@ -196,7 +246,8 @@ impl Gateway {
             }
         };
         let count = |name: &str, v: i64| {
-            usize::try_from(v).map_err(|_| InvalidArgument::new_err(format!("{name} must be >= 0, got {v}")))
+            usize::try_from(v)
+                .map_err(|_| InvalidArgument::new_err(format!("{name} must be >= 0, got {v}")))
         };
         Ok(Self {
             table: Table::new(Config {
@@ -215,13 +266,17 @@ impl Gateway {
         } else if let Ok(s) = event.cast::<PyString>() {
             self.table.apply(s.to_str()?.as_bytes())?
         } else if event.is_instance_of::<PyByteArray>() || event.is_instance_of::<PyMemoryView>() {
-            let owned: Vec<u8> = py.import("builtins")?.getattr("bytes")?.call1((event,))?.extract()?;
+            let owned: Vec<u8> = py
+                .import("builtins")?
+                .getattr("bytes")?
+                .call1((event,))?
+                .extract()?;
             self.table.apply(&owned)?
         } else {
             let encoded = models(py)?.encode_event.bind(py).call1((event,))?;
             self.table.apply(encoded.cast::<PyBytes>()?.as_bytes())?
         };
-        Ok(outcome_member(py, outcome)?)
+        outcome_member(py, outcome)
     }
 
     fn try_spend(&self, tenant_id: &str, amount: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -229,15 +284,24 @@ impl Gateway {
     }
 
     fn spend(&self, tenant_id: &str, amount: &Bound<'_, PyAny>) -> PyResult<PyDecision> {
-        Ok(PyDecision(self.table.spend(tenant_id, micros(amount, "amount")?)))
+        Ok(PyDecision(
+            self.table.spend(tenant_id, micros(amount, "amount")?),
+        ))
     }
 
     fn check(&self, tenant_id: &str, amount: &Bound<'_, PyAny>) -> PyResult<PyDecision> {
-        Ok(PyDecision(self.table.check(tenant_id, micros(amount, "amount")?)))
+        Ok(PyDecision(
+            self.table.check(tenant_id, micros(amount, "amount")?),
+        ))
     }
 
     #[pyo3(signature = (tenant_id, amount, *, ttl_s = 60.0))]
-    fn reserve(&self, tenant_id: &str, amount: &Bound<'_, PyAny>, ttl_s: f64) -> PyResult<PyDecision> {
+    fn reserve(
+        &self,
+        tenant_id: &str,
+        amount: &Bound<'_, PyAny>,
+        ttl_s: f64,
+    ) -> PyResult<PyDecision> {
         let amount = micros(amount, "amount")?;
         if !ttl_s.is_finite() || ttl_s <= 0.0 || ttl_s > 1e9 {
             return Err(InvalidArgument::new_err(format!(
@@ -259,12 +323,18 @@ impl Gateway {
     }
 
     fn budget(&self, py: Python<'_>, tenant_id: &str) -> PyResult<Option<Py<PyAny>>> {
-        self.table.budget(tenant_id).map(|b| budget_object(py, &b)).transpose()
+        self.table
+            .budget(tenant_id)
+            .map(|b| budget_object(py, &b))
+            .transpose()
     }
 
     fn budgets<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let views = self.table.budgets();
-        let objects = views.iter().map(|b| budget_object(py, b)).collect::<PyResult<Vec<_>>>()?;
+        let objects = views
+            .iter()
+            .map(|b| budget_object(py, b))
+            .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, objects)
     }
 
@@ -273,7 +343,11 @@ impl Gateway {
     }
 
     fn __repr__(&self) -> String {
-        format!("Gateway(tenants={}, cursor={})", self.table.len(), self.table.cursor())
+        format!(
+            "Gateway(tenants={}, cursor={})",
+            self.table.len(),
+            self.table.cursor()
+        )
     }
 
     /// The whole state as bytes, with `cursor` (e.g. the JetStream stream sequence).
@@ -292,7 +366,10 @@ impl Gateway {
             || data.is_instance_of::<PyByteArray>()
             || data.is_instance_of::<PyMemoryView>()
         {
-            py.import("builtins")?.getattr("bytes")?.call1((data,))?.extract()?
+            py.import("builtins")?
+                .getattr("bytes")?
+                .call1((data,))?
+                .extract()?
         } else {
             let kind = data.get_type().name()?.to_string();
             return Err(InvalidSnapshot::new_err(format!(

@@ -84,7 +84,13 @@ pub fn encode(table: &Table, cursor: u64) -> Vec<u8> {
         out.u64(e.usage.load().spent);
         out.i64(e.period_start.load(Ordering::Relaxed));
         out.i64(e.period_end.load(Ordering::Relaxed));
-        for ts in [m.created_ts, m.plan_id_ts, m.plan_name_ts, m.total_ts, m.status_ts] {
+        for ts in [
+            m.created_ts,
+            m.plan_id_ts,
+            m.plan_name_ts,
+            m.total_ts,
+            m.status_ts,
+        ] {
             out.i64(ts);
         }
         out.u64(m.drained);
@@ -155,7 +161,11 @@ fn bad(msg: impl std::fmt::Display) -> Error {
 
 impl<'a> In<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| bad("truncated"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| bad("truncated"))?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -237,7 +247,9 @@ pub fn decode(data: &[u8]) -> Result<Table, Error> {
     writer.drain_seq = r.u64()?;
     let next_reservation = r.u64()?;
     let table = Table::assemble(config, writer, Clock::default(), instance, cursor);
-    table.next_reservation.store(next_reservation, Ordering::Relaxed);
+    table
+        .next_reservation
+        .store(next_reservation, Ordering::Relaxed);
     read_rows(&mut r, &table)?;
     read_rest(&mut r, &table)?;
     if r.pos != body.len() {
@@ -266,7 +278,11 @@ fn read_rows(r: &mut In<'_>, table: &Table) -> Result<(), Error> {
         let [created_ts, plan_id_ts, plan_name_ts, total_ts, status_ts] =
             [r.i64()?, r.i64()?, r.i64()?, r.i64()?, r.i64()?];
         let drained = r.u64()?;
-        if total > i64::MAX as u64 || spent > i64::MAX as u64 || drained > spent || period.1 <= period.0 {
+        if total > i64::MAX as u64
+            || spent > i64::MAX as u64
+            || drained > spent
+            || period.1 <= period.0
+        {
             return Err(bad("inconsistent row"));
         }
         let meta = Meta {
@@ -283,7 +299,11 @@ fn read_rows(r: &mut In<'_>, table: &Table) -> Result<(), Error> {
         };
         let usage = Usage { spent, reserved: 0 };
         let entry = Entry::new(meta, total, period, status, usage);
-        if w.subs.contains_key(&sub) || tenants.insert(Arc::clone(&tenant), Arc::new(entry)).is_some() {
+        if w.subs.contains_key(&sub)
+            || tenants
+                .insert(Arc::clone(&tenant), Arc::new(entry))
+                .is_some()
+        {
             return Err(bad("duplicate row"));
         }
         w.subs.insert(sub, SubRecord { tenant, created_ts });
@@ -293,7 +313,10 @@ fn read_rows(r: &mut In<'_>, table: &Table) -> Result<(), Error> {
         let sub: Arc<str> = Arc::from(r.id()?);
         let tenant = Arc::from(r.id()?);
         let created_ts = r.i64()?;
-        if w.subs.insert(sub, SubRecord { tenant, created_ts }).is_some() {
+        if w.subs
+            .insert(sub, SubRecord { tenant, created_ts })
+            .is_some()
+        {
             return Err(bad("duplicate subscription"));
         }
     }
@@ -313,9 +336,14 @@ fn read_rest(r: &mut In<'_>, table: &Table) -> Result<(), Error> {
         let held_on = if tenant.is_empty() {
             None
         } else {
-            let (key, entry) = tenants.get_key_value(tenant).ok_or_else(|| bad("reservation for an unknown tenant"))?;
+            let (key, entry) = tenants
+                .get_key_value(tenant)
+                .ok_or_else(|| bad("reservation for an unknown tenant"))?;
             let usage = entry.usage.load();
-            let reserved = usage.reserved.checked_add(amount).ok_or_else(|| bad("reservation too large"))?;
+            let reserved = usage
+                .reserved
+                .checked_add(amount)
+                .ok_or_else(|| bad("reservation too large"))?;
             entry
                 .usage
                 .compare_exchange(usage, Usage { reserved, ..usage })
@@ -325,7 +353,14 @@ fn read_rest(r: &mut In<'_>, table: &Table) -> Result<(), Error> {
         if id >= table.next_reservation.load(Ordering::Relaxed) || reservations.get(&id).is_some() {
             return Err(bad("invalid reservation id"));
         }
-        reservations.insert(id, Reservation { tenant: held_on, amount, expires_at });
+        reservations.insert(
+            id,
+            Reservation {
+                tenant: held_on,
+                amount,
+                expires_at,
+            },
+        );
         earliest = earliest.min(expires_at);
     }
     table.expire_after(earliest);
@@ -343,9 +378,15 @@ fn read_rest(r: &mut In<'_>, table: &Table) -> Result<(), Error> {
         let seq = r.u64()?;
         let raw = r.bytes()?;
         let ev = event::parse(raw).map_err(|_| bad("invalid parked event"))?;
-        let sub = ev.kind.subscription().ok_or_else(|| bad("invalid parked event"))?;
+        let sub = ev
+            .kind
+            .subscription()
+            .ok_or_else(|| bad("invalid parked event"))?;
         let sub: Arc<str> = Arc::from(sub);
-        w.parked.entry(sub).or_default().push(Parked { seq, raw: raw.into() });
+        w.parked.entry(sub).or_default().push(Parked {
+            seq,
+            raw: raw.into(),
+        });
         w.parked_count += 1;
     }
     w.parked_seq = r.u64()?;

@@ -12,7 +12,7 @@ use crate::event::{self, Created, Event, InvoicePaid, Kind, Status, Updated};
 use crate::Error;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -241,9 +241,7 @@ fn lww(field_ts: &mut i64, ts: i64, wins_tie: bool) -> bool {
 }
 
 fn new_instance_id(seed: i64) -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    (seed, std::process::id()).hash(&mut h);
-    h.finish()
+    std::collections::hash_map::RandomState::new().hash_one((seed, std::process::id()))
 }
 
 impl Meta {
@@ -265,7 +263,13 @@ impl Meta {
 }
 
 impl Entry {
-    pub(crate) fn new(meta: Meta, total: u64, period: (i64, i64), status: Status, usage: Usage) -> Self {
+    pub(crate) fn new(
+        meta: Meta,
+        total: u64,
+        period: (i64, i64),
+        status: Status,
+        usage: Usage,
+    ) -> Self {
         Self {
             usage: AtomicUsage::new(usage),
             total: AtomicU64::new(total),
@@ -287,7 +291,12 @@ impl Entry {
         if !self.status().may_spend() {
             return Some(Reason::Inactive);
         }
-        if now >= self.period_end.load(Ordering::Relaxed).saturating_add(grace_us) {
+        if now
+            >= self
+                .period_end
+                .load(Ordering::Relaxed)
+                .saturating_add(grace_us)
+        {
             return Some(Reason::PeriodEnded);
         }
         None
@@ -339,10 +348,22 @@ impl Table {
     pub fn new(config: Config) -> Self {
         let clock = Clock::default();
         let instance = new_instance_id(clock.now());
-        Self::assemble(config, Writer::new(config.dedupe_window), clock, instance, 0)
+        Self::assemble(
+            config,
+            Writer::new(config.dedupe_window),
+            clock,
+            instance,
+            0,
+        )
     }
 
-    pub(crate) fn assemble(config: Config, writer: Writer, clock: Clock, instance: u64, cursor: u64) -> Self {
+    pub(crate) fn assemble(
+        config: Config,
+        writer: Writer,
+        clock: Clock,
+        instance: u64,
+        cursor: u64,
+    ) -> Self {
         Self {
             config,
             tenants: Map::default(),
@@ -451,7 +472,9 @@ impl Table {
                     Some(reason) => Decision::refuse(reason, entry.usage.load().remaining(total)),
                     None => match counters::try_hold(&entry.usage, total, amount) {
                         Ok(after) => Decision::allow(after.remaining(total)),
-                        Err(found) => Decision::refuse(Reason::InsufficientBudget, found.remaining(total)),
+                        Err(found) => {
+                            Decision::refuse(Reason::InsufficientBudget, found.remaining(total))
+                        }
                     },
                 };
                 (Some((Arc::clone(key), Arc::clone(entry))), decision)
@@ -485,11 +508,17 @@ impl Table {
     fn resolve(&self, id: u64, actual: Option<u64>) -> Result<(), Error> {
         let now = self.clock.now();
         let reservations = self.reservations.pin();
-        let unknown = || Error::UnknownReservation(format!("reservation {id} is unknown, expired or already resolved"));
+        let unknown = || {
+            Error::UnknownReservation(format!(
+                "reservation {id} is unknown, expired or already resolved"
+            ))
+        };
         let found = reservations.get(&id).ok_or_else(unknown)?;
         if found.expires_at <= now {
             self.settle(reservations.remove(&id), 0);
-            return Err(Error::UnknownReservation(format!("reservation {id} expired")));
+            return Err(Error::UnknownReservation(format!(
+                "reservation {id} expired"
+            )));
         }
         if let Some(actual) = actual.filter(|&a| a > found.amount) {
             return Err(Error::InvalidAmount(format!(
@@ -606,7 +635,10 @@ impl Table {
             check_customer(sub, &tenant, customer)?;
         }
         let tenants = self.tenants.pin();
-        let Some(entry) = tenants.get(&*tenant).filter(|e| &*e.meta.lock().subscription_id == sub) else {
+        let Some(entry) = tenants
+            .get(&*tenant)
+            .filter(|e| &*e.meta.lock().subscription_id == sub)
+        else {
             // A superseded subscription of the tenant: the row follows a newer one.
             return Ok(Outcome::Stale);
         };
@@ -623,7 +655,11 @@ impl Table {
             }
             Kind::Created(_) | Kind::Other => false,
         };
-        Ok(if changed { Outcome::Applied } else { Outcome::Stale })
+        Ok(if changed {
+            Outcome::Applied
+        } else {
+            Outcome::Stale
+        })
     }
 
     fn park(&self, w: &mut Writer, sub: &str, raw: &[u8]) -> Result<Outcome, Error> {
@@ -660,7 +696,11 @@ impl Table {
                 return Ok(Outcome::Stale);
             };
             let changed = merge_known(entry, w, ts, c)?;
-            return Ok(if changed { Outcome::Applied } else { Outcome::Stale });
+            return Ok(if changed {
+                Outcome::Applied
+            } else {
+                Outcome::Stale
+            });
         }
         let sub: Arc<str> = Arc::from(&*c.subscription_id);
         let outcome = match tenants.get_key_value(&*c.customer_id) {
@@ -668,9 +708,21 @@ impl Table {
                 let tenant: Arc<str> = Arc::from(&*c.customer_id);
                 let meta = Meta::created(c, ts, w, Arc::clone(&sub));
                 let period = (c.period_start, c.period_end);
-                let entry = Arc::new(Entry::new(meta, c.total, period, c.status, Usage::default()));
+                let entry = Arc::new(Entry::new(
+                    meta,
+                    c.total,
+                    period,
+                    c.status,
+                    Usage::default(),
+                ));
                 tenants.insert(Arc::clone(&tenant), entry);
-                w.subs.insert(Arc::clone(&sub), SubRecord { tenant, created_ts: ts });
+                w.subs.insert(
+                    Arc::clone(&sub),
+                    SubRecord {
+                        tenant,
+                        created_ts: ts,
+                    },
+                );
                 Outcome::Applied
             }
             Some((tenant, entry)) => {
@@ -678,10 +730,13 @@ impl Table {
                 let mut meta = entry.meta.lock();
                 // The row follows the newest subscription.created (ties: the larger id).
                 let newer = (ts, &*sub) > (meta.created_ts, &*meta.subscription_id);
-                w.subs.insert(Arc::clone(&sub), SubRecord {
-                    tenant: Arc::clone(&tenant),
-                    created_ts: ts,
-                });
+                w.subs.insert(
+                    Arc::clone(&sub),
+                    SubRecord {
+                        tenant: Arc::clone(&tenant),
+                        created_ts: ts,
+                    },
+                );
                 if newer {
                     entry.close_period(&mut meta, &tenant, &mut w.journal);
                     *meta = Meta::created(c, ts, w, Arc::clone(&sub));
@@ -837,7 +892,15 @@ mod tests {
 
     const DAY: i64 = 86_400 * 1_000_000;
 
-    fn created(id: &str, ts: &str, sub: &str, cus: &str, total: &str, start: &str, end: &str) -> String {
+    fn created(
+        id: &str,
+        ts: &str,
+        sub: &str,
+        cus: &str,
+        total: &str,
+        start: &str,
+        end: &str,
+    ) -> String {
         format!(
             r#"{{"event_id":"{id}","event_type":"subscription.created","timestamp":"{ts}","data":{{"subscription_id":"{sub}","customer_id":"{cus}","plan_id":"plan_a","plan_name":"Pro","total_budget":{total},"currency":"USD","period_start":"{start}","period_end":"{end}"}}}}"#
         )
@@ -857,7 +920,15 @@ mod tests {
 
     fn seeded() -> Table {
         let t = table_at("2025-12-01T00:00:00Z");
-        let ev = created("e1", "2025-11-28T10:00:00Z", "sub_1", "cus_1", "100.00", "2025-11-28T10:00:00Z", "2025-12-28T10:00:00Z");
+        let ev = created(
+            "e1",
+            "2025-11-28T10:00:00Z",
+            "sub_1",
+            "cus_1",
+            "100.00",
+            "2025-11-28T10:00:00Z",
+            "2025-12-28T10:00:00Z",
+        );
         assert_eq!(t.apply(ev.as_bytes()), Ok(Outcome::Applied));
         t
     }
@@ -867,9 +938,20 @@ mod tests {
         let t = seeded();
         assert!(t.try_spend("cus_1", 60_000_000));
         let d = t.spend("cus_1", 50_000_000);
-        assert_eq!((d.allowed, d.reason, d.remaining), (false, Reason::InsufficientBudget, 40_000_000));
+        assert_eq!(
+            (d.allowed, d.reason, d.remaining),
+            (false, Reason::InsufficientBudget, 40_000_000)
+        );
         assert_eq!(t.check("nobody", 1).reason, Reason::UnknownTenant);
-        let again = created("e1", "2025-11-28T10:00:00Z", "sub_1", "cus_1", "100.00", "2025-11-28T10:00:00Z", "2025-12-28T10:00:00Z");
+        let again = created(
+            "e1",
+            "2025-11-28T10:00:00Z",
+            "sub_1",
+            "cus_1",
+            "100.00",
+            "2025-11-28T10:00:00Z",
+            "2025-12-28T10:00:00Z",
+        );
         assert_eq!(t.apply(again.as_bytes()), Ok(Outcome::Duplicate));
         assert_eq!(t.budget("cus_1").unwrap().spent, 60_000_000);
     }
@@ -877,8 +959,20 @@ mod tests {
     #[test]
     fn a_late_older_invoice_never_resets_twice() {
         let t = seeded();
-        let p2 = paid("p2", "2025-12-28T10:05:00Z", "sub_1", "2025-12-28T10:00:00Z", "2026-01-28T10:00:00Z");
-        let p1 = paid("p1", "2025-11-28T10:05:00Z", "sub_1", "2025-11-28T10:00:00Z", "2025-12-28T10:00:00Z");
+        let p2 = paid(
+            "p2",
+            "2025-12-28T10:05:00Z",
+            "sub_1",
+            "2025-12-28T10:00:00Z",
+            "2026-01-28T10:00:00Z",
+        );
+        let p1 = paid(
+            "p1",
+            "2025-11-28T10:05:00Z",
+            "sub_1",
+            "2025-11-28T10:00:00Z",
+            "2025-12-28T10:00:00Z",
+        );
         assert!(t.try_spend("cus_1", 5));
         assert_eq!(t.apply(p2.as_bytes()), Ok(Outcome::Applied));
         assert_eq!(t.budget("cus_1").unwrap().spent, 0);
@@ -894,12 +988,29 @@ mod tests {
     #[test]
     fn parked_until_created() {
         let t = table_at("2025-12-01T00:00:00Z");
-        let p = paid("p2", "2025-12-28T10:05:00Z", "sub_1", "2025-12-28T10:00:00Z", "2026-01-28T10:00:00Z");
+        let p = paid(
+            "p2",
+            "2025-12-28T10:05:00Z",
+            "sub_1",
+            "2025-12-28T10:00:00Z",
+            "2026-01-28T10:00:00Z",
+        );
         assert_eq!(t.apply(p.as_bytes()), Ok(Outcome::Parked));
         assert!(t.is_empty());
-        let c = created("e1", "2025-11-28T10:00:00Z", "sub_1", "cus_1", "100", "2025-11-28T10:00:00Z", "2025-12-28T10:00:00Z");
+        let c = created(
+            "e1",
+            "2025-11-28T10:00:00Z",
+            "sub_1",
+            "cus_1",
+            "100",
+            "2025-11-28T10:00:00Z",
+            "2025-12-28T10:00:00Z",
+        );
         assert_eq!(t.apply(c.as_bytes()), Ok(Outcome::Applied));
-        assert_eq!(t.budget("cus_1").unwrap().period_start, event::parse_time("", "2025-12-28T10:00:00Z").unwrap());
+        assert_eq!(
+            t.budget("cus_1").unwrap().period_start,
+            event::parse_time("", "2025-12-28T10:00:00Z").unwrap()
+        );
     }
 
     #[test]
@@ -915,14 +1026,23 @@ mod tests {
     #[test]
     fn reservations_commit_release_expire() {
         let t = seeded();
-        let id = t.reserve("cus_1", 30_000_000, 1_000_000).reservation_id.unwrap();
+        let id = t
+            .reserve("cus_1", 30_000_000, 1_000_000)
+            .reservation_id
+            .unwrap();
         assert_eq!(t.budget("cus_1").unwrap().reserved, 30_000_000);
-        assert!(matches!(t.commit(id, 40_000_000), Err(Error::InvalidAmount(_))));
+        assert!(matches!(
+            t.commit(id, 40_000_000),
+            Err(Error::InvalidAmount(_))
+        ));
         t.commit(id, 10_000_000).unwrap();
         assert!(matches!(t.commit(id, 1), Err(Error::UnknownReservation(_))));
         let b = t.budget("cus_1").unwrap();
         assert_eq!((b.spent, b.reserved), (10_000_000, 0));
-        let id2 = t.reserve("cus_1", 90_000_000, 1_000_000).reservation_id.unwrap();
+        let id2 = t
+            .reserve("cus_1", 90_000_000, 1_000_000)
+            .reservation_id
+            .unwrap();
         assert!(!t.try_spend("cus_1", 1));
         let now = t.clock.now();
         t.set_clock(Some(now + 1_000_000));
@@ -942,7 +1062,9 @@ mod tests {
                         for _ in 0..50_000 {
                             if i % 2 == 0 {
                                 n += u64::from(t.try_spend("cus_1", 1_000));
-                            } else if let Some(id) = t.reserve("cus_1", 1_000, 60_000_000).reservation_id {
+                            } else if let Some(id) =
+                                t.reserve("cus_1", 1_000, 60_000_000).reservation_id
+                            {
                                 t.commit(id, 1_000).unwrap();
                                 n += 1;
                             }
@@ -969,13 +1091,27 @@ mod tests {
         r.set_clock(Some(t.clock.now()));
         assert_eq!(r.budget("cus_1"), t.budget("cus_1"));
         r.commit(id, 5).unwrap();
-        let again = created("e1", "2025-11-28T10:00:00Z", "sub_1", "cus_1", "100.00", "2025-11-28T10:00:00Z", "2025-12-28T10:00:00Z");
+        let again = created(
+            "e1",
+            "2025-11-28T10:00:00Z",
+            "sub_1",
+            "cus_1",
+            "100.00",
+            "2025-11-28T10:00:00Z",
+            "2025-12-28T10:00:00Z",
+        );
         assert_eq!(r.apply(again.as_bytes()), Ok(Outcome::Duplicate));
         for cut in [0, 5, 12, bytes.len() / 2, bytes.len() - 1] {
-            assert!(matches!(crate::snapshot::decode(&bytes[..cut]), Err(Error::InvalidSnapshot(_))));
+            assert!(matches!(
+                crate::snapshot::decode(&bytes[..cut]),
+                Err(Error::InvalidSnapshot(_))
+            ));
         }
         let mut flipped = bytes.clone();
         flipped[20] ^= 1;
-        assert!(matches!(crate::snapshot::decode(&flipped), Err(Error::InvalidSnapshot(_))));
+        assert!(matches!(
+            crate::snapshot::decode(&flipped),
+            Err(Error::InvalidSnapshot(_))
+        ));
     }
 }

@@ -125,7 +125,9 @@ class RoutingPolicyDeletedData(msgspec.Struct, frozen=True):
     policy_id: Id
 
 
-class _Envelope(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="event_type"):
+class _Envelope(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="event_type"
+):
     event_id: Id
     timestamp: UtcDatetime
     tenant_id: Id | None = None
@@ -140,31 +142,31 @@ class _Envelope(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, t
         return tag
 
 
-class SubscriptionCreated(_Envelope, kw_only=True, tag="subscription.created"):
+class SubscriptionCreated(_Envelope, frozen=True, kw_only=True, tag="subscription.created"):
     data: SubscriptionCreatedData
 
 
-class SubscriptionUpdated(_Envelope, kw_only=True, tag="subscription.updated"):
+class SubscriptionUpdated(_Envelope, frozen=True, kw_only=True, tag="subscription.updated"):
     data: SubscriptionUpdatedData
 
 
-class InvoicePaid(_Envelope, kw_only=True, tag="invoice.paid"):
+class InvoicePaid(_Envelope, frozen=True, kw_only=True, tag="invoice.paid"):
     data: InvoicePaidData
 
 
-class InvoicePaymentFailed(_Envelope, kw_only=True, tag="invoice.payment_failed"):
+class InvoicePaymentFailed(_Envelope, frozen=True, kw_only=True, tag="invoice.payment_failed"):
     data: InvoicePaymentFailedData
 
 
-class RoutingPolicyUpserted(_Envelope, kw_only=True, tag="routing_policy.upserted"):
+class RoutingPolicyUpserted(_Envelope, frozen=True, kw_only=True, tag="routing_policy.upserted"):
     data: RoutingPolicy
 
 
-class RoutingPolicyDeleted(_Envelope, kw_only=True, tag="routing_policy.deleted"):
+class RoutingPolicyDeleted(_Envelope, frozen=True, kw_only=True, tag="routing_policy.deleted"):
     data: RoutingPolicyDeletedData
 
 
-class UsageReported(_Envelope, kw_only=True, tag="usage.reported"):
+class UsageReported(_Envelope, frozen=True, kw_only=True, tag="usage.reported"):
     data: UsageRecord
 
 
@@ -207,7 +209,7 @@ class _Head(msgspec.Struct):
     event_type: str
 
 
-_decoder = msgspec.json.Decoder(Event)
+_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 _unknown_decoder = msgspec.json.Decoder(UnknownEvent)
 _head_decoder = msgspec.json.Decoder(_Head)
 _encoder = msgspec.json.Encoder(decimal_format="number")

@@ -1,4 +1,4 @@
-"""The per-process budget table. Implemented in Rust (``_core``); this module is its only importer."""
+"""The per-process budget table, implemented in Rust; the only module that imports ``_core``."""
 
 from __future__ import annotations
 

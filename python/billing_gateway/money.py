@@ -55,7 +55,7 @@ def _in_range(micros: int, value: object) -> int:
 
 
 def from_micros(micros: int) -> Decimal:
-    """Converts micro-units back to a ``Decimal`` in whole units: ``250_000`` -> ``Decimal("0.25")``."""
+    """Converts micro-units to a ``Decimal`` of whole units: ``250_000`` -> ``Decimal("0.25")``."""
     if isinstance(micros, bool) or not isinstance(micros, int):
         raise TypeError(f"micros must be an int, not {type(micros).__name__}")
     whole, frac = divmod(abs(micros), MICROS_PER_UNIT)

@@ -1,0 +1,52 @@
+# One entry point for people and CI. `make demo` and `make test` set everything up on a
+# fresh machine (Python 3.11 + pip + the Rust toolchain); nothing else needs installing.
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.deps-installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install dev lint test test-rust test-py bench bench-rust demo clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	  print('\n'.join(p['dependencies'] + p['optional-dependencies']['dev']))" > $(VENV)/requirements.txt
+	$(PY) -m pip install --quiet -r $(VENV)/requirements.txt
+	touch $@
+
+install: $(STAMP)  ## Create .venv with the runtime and development dependencies
+
+dev: install  ## Build the Rust extension (release) into .venv
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
+
+lint: dev  ## cargo fmt + clippy, ruff, mypy --strict, stubtest
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features python -- -D warnings
+	$(VENV)/bin/ruff check python tests benches examples
+	$(VENV)/bin/ruff format --check python tests benches examples
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest billing_gateway._core
+
+test-rust:  ## Rust unit, thread and loom tests of the core
+	cargo test --lib
+
+test-py: dev  ## The pytest suite
+	$(PY) -m pytest
+
+test: lint test-rust test-py  ## Everything CI runs
+
+bench: dev  ## Benchmarks (pytest-benchmark, then criterion); prints ratios to baselines
+	$(PY) -m pytest benches --benchmark-enable --benchmark-only -p no:randomly -q
+	cargo bench --bench core
+
+demo: dev  ## Apply the seed events, spend, reserve, and print the budget table
+	$(PY) examples/quickstart.py
+
+clean:  ## Remove the virtualenv and build outputs
+	rm -rf $(VENV) target

@@ -1,0 +1,158 @@
+"""Shared test helpers: event builders, a pinned clock, and real-service fixtures."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from billing_gateway import Gateway
+
+DATA = Path(__file__).parent / "data"
+SEED_NAMES = ("subscription_created", "subscription_updated", "invoice_paid")
+
+# A fixed "now" for tests; the default period [START, END) contains it.
+NOW = datetime(2026, 6, 15, tzinfo=UTC)
+START = datetime(2026, 6, 1, tzinfo=UTC)
+END = datetime(2026, 7, 1, tzinfo=UTC)
+SEED_NOW = datetime(2025, 12, 1, tzinfo=UTC)  # inside the seed's first period
+
+_ids = itertools.count(1)
+_encoder = msgspec.json.Encoder(decimal_format="number")
+
+
+def seed(name: str) -> bytes:
+    """One of the event specification's three payloads, verbatim."""
+    return (DATA / f"seed_{name}.json").read_bytes()
+
+
+def micros(when: datetime) -> int:
+    return int((when - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
+
+
+def pin(gw: Gateway, when: datetime = NOW) -> Gateway:
+    gw._set_clock(micros(when))
+    return gw
+
+
+def iso(when: datetime | str) -> str:
+    return when if isinstance(when, str) else when.isoformat().replace("+00:00", "Z")
+
+
+def event(
+    event_type: str, data: dict[str, Any], *, ts: datetime | str = NOW, event_id: str | None = None
+) -> bytes:
+    """A JSON event envelope; Decimal values are written as JSON numbers."""
+    return _encoder.encode(
+        {
+            "event_id": event_id or f"evt_{next(_ids)}",
+            "event_type": event_type,
+            "timestamp": iso(ts),
+            "data": data,
+        }
+    )
+
+
+def created(
+    sub: str = "sub_1",
+    cus: str = "cus_1",
+    *,
+    total: str = "100",
+    ts: datetime | str = START,
+    start: datetime = START,
+    end: datetime = END,
+    plan_id: str = "plan_pro",
+    plan_name: str = "Pro",
+    currency: str = "USD",
+    status: str | None = None,
+    event_id: str | None = None,
+) -> bytes:
+    data: dict[str, Any] = {
+        "subscription_id": sub,
+        "customer_id": cus,
+        "plan_id": plan_id,
+        "plan_name": plan_name,
+        "total_budget": Decimal(total),
+        "currency": currency,
+        "period_start": iso(start),
+        "period_end": iso(end),
+    }
+    if status is not None:
+        data["status"] = status
+    return event("subscription.created", data, ts=ts, event_id=event_id)
+
+
+def updated(
+    sub: str = "sub_1", *, ts: datetime | str = NOW, event_id: str | None = None, **fields: Any
+) -> bytes:
+    data: dict[str, Any] = {"subscription_id": sub}
+    for key, value in fields.items():
+        data[key] = Decimal(value) if key == "new_total_budget" else value
+    return event("subscription.updated", data, ts=ts, event_id=event_id)
+
+
+def paid(
+    sub: str = "sub_1",
+    cus: str = "cus_1",
+    *,
+    start: datetime = END,
+    end: datetime | None = None,
+    ts: datetime | str | None = None,
+    event_id: str | None = None,
+) -> bytes:
+    data = {
+        "invoice_id": f"inv_{next(_ids)}",
+        "customer_id": cus,
+        "subscription_id": sub,
+        "amount_paid": Decimal("100.00"),
+        "new_period_start": iso(start),
+        "new_period_end": iso(end or start + timedelta(days=30)),
+    }
+    return event("invoice.paid", data, ts=ts or start, event_id=event_id)
+
+
+def payment_failed(sub: str = "sub_1", cus: str = "cus_1", *, ts: datetime | str = NOW) -> bytes:
+    data = {"customer_id": cus, "subscription_id": sub, "invoice_id": f"inv_{next(_ids)}"}
+    return event("invoice.payment_failed", data, ts=ts)
+
+
+@pytest.fixture
+def gw() -> Gateway:
+    """A gateway whose clock is pinned at NOW, with cus_1 on a 100-unit budget."""
+    g = pin(Gateway())
+    g.apply(created())
+    return g
+
+
+# ---- real services ---------------------------------------------------------------
+
+REQUIRE_SERVICES = os.environ.get("BILLING_GATEWAY_REQUIRE_SERVICES") == "1"
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Fails (in CI) or skips (on a laptop) when a server is not listening."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return
+    except OSError as exc:
+        message = f"{name} is not reachable on {host}:{port} ({exc})"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message}; BILLING_GATEWAY_REQUIRE_SERVICES=1 requires it")
+    pytest.skip(f"{message}; set BILLING_GATEWAY_REQUIRE_SERVICES=1 to make this a failure")
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("BILLING_GATEWAY_REDIS_URL", "redis://127.0.0.1:6379/15")
+    host_port = url.split("//", 1)[1].split("/", 1)[0]
+    host, _, port = host_port.rpartition(":")
+    require_service("Redis", host or "127.0.0.1", int(port or 6379))
+    yield url

@@ -1,0 +1,309 @@
+"""Spending: decisions, two-phase reservations, period ends, and concurrency."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+
+from billing_gateway import (
+    Decision,
+    Gateway,
+    InvalidAmount,
+    InvalidArgument,
+    Reason,
+    UnknownReservation,
+    to_micros,
+)
+
+from .conftest import END, NOW, created, micros, pin, updated
+
+HUNDRED = to_micros(100)
+
+
+def test_try_spend_spend_and_check(gw: Gateway) -> None:
+    assert gw.try_spend("cus_1", to_micros(60)) is True
+    d = gw.check("cus_1", to_micros(40))
+    assert d == Decision(True, Reason.OK, to_micros(40))
+    assert gw.budget("cus_1").spent == to_micros(60)  # type: ignore[union-attr]
+    d = gw.spend("cus_1", to_micros(41))
+    assert (d.allowed, d.reason, d.remaining, d.reservation_id) == (
+        False,
+        Reason.INSUFFICIENT_BUDGET,
+        to_micros(40),
+        None,
+    )
+    assert not d
+    d = gw.spend("cus_1", to_micros(40))
+    assert d and d.reason is Reason.OK and d.remaining == 0
+    assert gw.try_spend("cus_1", 0), "a zero spend fits a full budget"
+    assert not gw.try_spend("cus_1", 1)
+
+
+def test_decision_is_frozen_comparable_and_hashable(gw: Gateway) -> None:
+    d = gw.check("cus_1", 1)
+    assert d == gw.check("cus_1", 1)
+    assert d != gw.check("cus_1", HUNDRED + 1)
+    assert len({d, gw.check("cus_1", 1)}) == 1
+    with pytest.raises(AttributeError):
+        d.allowed = False  # type: ignore[misc]
+    assert "Reason.OK" in repr(d)
+    with pytest.raises(TypeError):
+        Decision(True, "ok", 1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["deny", "allow"])
+def test_unknown_tenant(mode: str) -> None:
+    gw = pin(Gateway(unknown_tenant=mode))
+    allowed = mode == "allow"
+    assert gw.try_spend("nobody", 5) is allowed
+    for d in (gw.spend("nobody", 5), gw.check("nobody", 5)):
+        assert (d.allowed, d.reason, d.remaining) == (allowed, Reason.UNKNOWN_TENANT, 0)
+    r = gw.reserve("nobody", 5)
+    assert r.allowed is allowed
+    assert (r.reservation_id is not None) is allowed
+    if r.reservation_id is not None:
+        gw.commit(r.reservation_id, 3)
+    assert len(gw) == 0
+
+
+def test_bad_constructor_arguments() -> None:
+    for kwargs in (
+        {"unknown_tenant": "maybe"},
+        {"grace_period_s": -1.0},
+        {"grace_period_s": float("nan")},
+        {"max_parked": -1},
+    ):
+        with pytest.raises(InvalidArgument):
+            Gateway(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        Gateway(86400)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "status", ["canceled", "unpaid", "paused", "incomplete", "incomplete_expired"]
+)
+def test_inactive_statuses_refuse(gw: Gateway, status: str) -> None:
+    gw.apply(updated(status=status))
+    d = gw.spend("cus_1", 1)
+    assert (d.allowed, d.reason, d.remaining) == (False, Reason.INACTIVE, HUNDRED)
+    assert gw.reserve("cus_1", 1).reason is Reason.INACTIVE
+
+
+@pytest.mark.parametrize("status", ["active", "trialing", "past_due"])
+def test_active_statuses_spend(gw: Gateway, status: str) -> None:
+    gw.apply(updated(status=status))
+    assert gw.try_spend("cus_1", 1)
+
+
+def test_period_end_with_the_default_grace(gw: Gateway) -> None:
+    pin(gw, END + timedelta(hours=23, minutes=59))
+    assert gw.try_spend("cus_1", 1), "the old budget applies during the grace period"
+    pin(gw, END + timedelta(days=1))
+    d = gw.check("cus_1", 1)
+    assert (d.allowed, d.reason) == (False, Reason.PERIOD_ENDED)
+    assert gw.reserve("cus_1", 1).reason is Reason.PERIOD_ENDED
+
+
+def test_period_end_without_grace() -> None:
+    gw = pin(Gateway(grace_period_s=0), END - timedelta(microseconds=1))
+    gw.apply(created())
+    assert gw.try_spend("cus_1", 1)
+    pin(gw, END)
+    assert gw.spend("cus_1", 1).reason is Reason.PERIOD_ENDED
+
+
+def test_invoice_paid_reopens_an_ended_period(gw: Gateway) -> None:
+    from .conftest import paid
+
+    pin(gw, END + timedelta(days=2))
+    assert gw.spend("cus_1", 1).reason is Reason.PERIOD_ENDED
+    gw.apply(paid(start=END))
+    assert gw.try_spend("cus_1", 1)
+
+
+def test_reserve_commit_partial(gw: Gateway) -> None:
+    d = gw.reserve("cus_1", to_micros(30))
+    assert d.allowed and d.reason is Reason.OK and d.remaining == to_micros(70)
+    assert isinstance(d.reservation_id, int)
+    b = gw.budget("cus_1")
+    assert b is not None and (b.spent, b.reserved, b.remaining) == (0, to_micros(30), to_micros(70))
+    assert not gw.try_spend("cus_1", to_micros(71)), "the hold counts against the budget"
+    gw.commit(d.reservation_id, to_micros(12))
+    b = gw.budget("cus_1")
+    assert b is not None and (b.spent, b.reserved, b.remaining) == (to_micros(12), 0, to_micros(88))
+
+
+def test_commit_the_whole_and_zero(gw: Gateway) -> None:
+    a = gw.reserve("cus_1", 10).reservation_id
+    z = gw.reserve("cus_1", 10).reservation_id
+    assert a is not None and z is not None and a != z
+    gw.commit(a, 10)
+    gw.commit(z, 0)
+    b = gw.budget("cus_1")
+    assert b is not None and (b.spent, b.reserved) == (10, 0)
+
+
+def test_release(gw: Gateway) -> None:
+    rid = gw.reserve("cus_1", HUNDRED).reservation_id
+    assert rid is not None
+    assert not gw.try_spend("cus_1", 1)
+    gw.release(rid)
+    assert gw.budget("cus_1").reserved == 0  # type: ignore[union-attr]
+    assert gw.try_spend("cus_1", HUNDRED)
+
+
+def test_double_commit_and_release_after_commit(gw: Gateway) -> None:
+    rid = gw.reserve("cus_1", 10).reservation_id
+    assert rid is not None
+    gw.commit(rid, 5)
+    with pytest.raises(UnknownReservation):
+        gw.commit(rid, 5)
+    with pytest.raises(UnknownReservation):
+        gw.release(rid)
+    with pytest.raises(KeyError):
+        gw.release(987_654)
+    with pytest.raises(UnknownReservation):
+        gw.commit(-1, 0)
+    assert gw.budget("cus_1").spent == 5  # type: ignore[union-attr]
+
+
+def test_commit_more_than_reserved_keeps_the_hold(gw: Gateway) -> None:
+    rid = gw.reserve("cus_1", 10).reservation_id
+    assert rid is not None
+    with pytest.raises(InvalidAmount, match="exceeds"):
+        gw.commit(rid, 11)
+    gw.commit(rid, 10)  # still there, still committable
+    assert gw.budget("cus_1").spent == 10  # type: ignore[union-attr]
+
+
+def test_reservation_expiry_with_a_pinned_clock(gw: Gateway) -> None:
+    rid = gw.reserve("cus_1", HUNDRED, ttl_s=5).reservation_id
+    assert rid is not None
+    pin(gw, NOW + timedelta(seconds=4.999))
+    assert not gw.try_spend("cus_1", 1)
+    pin(gw, NOW + timedelta(seconds=5))
+    assert gw.try_spend("cus_1", 1), "the expired hold released itself"
+    with pytest.raises(UnknownReservation, match="expired|unknown"):
+        gw.commit(rid, 1)
+    assert gw.budget("cus_1").reserved == 0  # type: ignore[union-attr]
+
+
+def test_commit_of_an_expired_reservation_releases_it(gw: Gateway) -> None:
+    rid = gw.reserve("cus_1", 50, ttl_s=1).reservation_id
+    assert rid is not None
+    pin(gw, NOW + timedelta(seconds=2))
+    with pytest.raises(UnknownReservation, match="expired"):
+        gw.commit(rid, 10)
+    assert gw.budget("cus_1").reserved == 0  # type: ignore[union-attr]
+    assert gw.budget("cus_1").spent == 0  # type: ignore[union-attr]
+
+
+def test_reservation_expiry_on_the_system_clock() -> None:
+    gw = Gateway()
+    gw.apply(created(start=NOW - timedelta(days=400), end=NOW + timedelta(days=3650)))
+    rid = gw.reserve("cus_1", HUNDRED, ttl_s=0.05).reservation_id
+    assert rid is not None
+    assert not gw.try_spend("cus_1", 1)
+    time.sleep(0.1)
+    assert gw.try_spend("cus_1", 1)
+    with pytest.raises(UnknownReservation):
+        gw.release(rid)
+
+
+@pytest.mark.parametrize("ttl", [0, -1, float("nan"), float("inf")])
+def test_bad_ttl(gw: Gateway, ttl: float) -> None:
+    with pytest.raises(InvalidArgument, match="ttl_s"):
+        gw.reserve("cus_1", 1, ttl_s=ttl)
+    assert gw.budget("cus_1").reserved == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("method", ["try_spend", "spend", "check", "reserve"])
+def test_amount_validation(gw: Gateway, method: str) -> None:
+    fn = getattr(gw, method)
+    with pytest.raises(InvalidAmount):
+        fn("cus_1", -1)
+    with pytest.raises(InvalidAmount):
+        fn("cus_1", 2**64)
+    for bad in (1.5, "5", None, to_micros("0.5") * 1.0):
+        with pytest.raises(TypeError):
+            fn("cus_1", bad)
+    with pytest.raises(TypeError):
+        fn(5, 1)
+    assert gw.budget("cus_1").spent == 0  # type: ignore[union-attr]
+
+
+def test_commit_argument_validation(gw: Gateway) -> None:
+    rid = gw.reserve("cus_1", 10).reservation_id
+    assert rid is not None
+    with pytest.raises(InvalidAmount):
+        gw.commit(rid, -1)
+    with pytest.raises(TypeError):
+        gw.commit(rid, 1.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        gw.commit(None, 1)  # type: ignore[arg-type]
+    gw.commit(rid, 10)
+
+
+def test_budget_total_lowered_below_spend(gw: Gateway) -> None:
+    gw.try_spend("cus_1", to_micros(80))
+    gw.apply(updated(new_total_budget="50"))
+    d = gw.check("cus_1", 0)
+    assert (d.allowed, d.remaining) == (False, 0)
+    assert gw.budget("cus_1").remaining == 0  # type: ignore[union-attr]
+
+
+# ---- concurrency --------------------------------------------------------------------
+
+
+def test_threads_never_overspend() -> None:
+    gw = pin(Gateway())
+    gw.apply(created(total="1"))  # 1_000_000 micros
+    amount, threads, tries = 7, 8, 40_000
+    barrier = threading.Barrier(threads)
+
+    def worker(i: int) -> int:
+        barrier.wait()
+        granted = 0
+        for _ in range(tries):
+            if i % 3 == 0:
+                d = gw.reserve("cus_1", amount)
+                if d.reservation_id is not None:
+                    gw.commit(d.reservation_id, amount)
+                    granted += 1
+            elif gw.try_spend("cus_1", amount):
+                granted += 1
+        return granted
+
+    with ThreadPoolExecutor(threads) as pool:
+        total_granted = sum(pool.map(worker, range(threads)))
+    b = gw.budget("cus_1")
+    assert b is not None
+    assert total_granted == to_micros(1) // amount, "exactly as many grants as fit"
+    assert (b.spent, b.reserved) == (total_granted * amount, 0)
+    assert b.spent <= b.total
+
+
+def test_threads_apply_while_spending() -> None:
+    gw = pin(Gateway())
+    gw.apply(created(total="1000"))
+    stop = threading.Event()
+    spent = [0]
+
+    def spender() -> None:
+        while not stop.is_set():
+            if gw.try_spend("cus_1", 3):
+                spent[0] += 3
+
+    t = threading.Thread(target=spender)
+    t.start()
+    for i in range(200):
+        gw.apply(updated(new_plan_name=f"n{i}", ts=NOW + timedelta(seconds=i)))
+    stop.set()
+    t.join()
+    b = gw.budget("cus_1")
+    assert b is not None and b.spent == spent[0] and b.plan_name == "n199"
+    assert micros(b.period_start) < micros(b.period_end)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import os
 import socket
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 
 import msgspec
 import pytest
-
 from billing_gateway import Gateway
 
 DATA = Path(__file__).parent / "data"
@@ -150,9 +148,9 @@ def require_service(name: str, host: str, port: int) -> None:
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
+def redis_url() -> str:
     url = os.environ.get("BILLING_GATEWAY_REDIS_URL", "redis://127.0.0.1:6379/15")
     host_port = url.split("//", 1)[1].split("/", 1)[0]
     host, _, port = host_port.rpartition(":")
     require_service("Redis", host or "127.0.0.1", int(port or 6379))
-    yield url
+    return url

@@ -6,7 +6,6 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from billing_gateway import (
     ApplyOutcome,
     Gateway,

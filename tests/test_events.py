@@ -8,7 +8,6 @@ from decimal import Decimal
 
 import msgspec
 import pytest
-
 from billing_gateway import Gateway, InvalidEvent, decode_event, encode_event, events
 from billing_gateway.models import RoutingPolicy, Target, UsageRecord
 

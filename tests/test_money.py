@@ -1,7 +1,6 @@
 from decimal import Decimal
 
 import pytest
-
 from billing_gateway import InvalidAmount, from_micros, to_micros
 
 

@@ -6,7 +6,6 @@ import random
 from datetime import timedelta
 
 import pytest
-
 from billing_gateway import ApplyOutcome, Gateway, InvalidArgument, InvalidSnapshot, to_micros
 
 from .conftest import NOW, created, micros, paid, pin, updated

@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-
 from billing_gateway import (
     Decision,
     Gateway,
@@ -187,7 +186,7 @@ def test_reservation_expiry_with_a_pinned_clock(gw: Gateway) -> None:
     assert not gw.try_spend("cus_1", 1)
     pin(gw, NOW + timedelta(seconds=5))
     assert gw.try_spend("cus_1", 1), "the expired hold released itself"
-    with pytest.raises(UnknownReservation, match="expired|unknown"):
+    with pytest.raises(UnknownReservation, match=r"expired|unknown"):
         gw.commit(rid, 1)
     assert gw.budget("cus_1").reserved == 0  # type: ignore[union-attr]
 

@@ -4,12 +4,12 @@
 //! that precedes it. The checksum and a strict reader reject anything `encode` did
 //! not write: wrong magic, unknown version, truncation, flipped bits, trailing bytes.
 
-use crate::clock::Clock;
 use crate::counters::{Usage, UsageCell};
 use crate::dedupe::Dedupe;
 use crate::event::{self, Status};
-use crate::table::{Config, Entry, Meta, Parked, Reservation, SubRecord, Table, UsageItem, Writer};
+use crate::table::{Config, Entry, Meta, Names, Parked, Reservation, Table, UsageItem, Writer};
 use crate::Error;
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -71,13 +71,23 @@ pub fn encode(table: &Table, cursor: u64) -> Vec<u8> {
         .map(|(id, r)| (*id, r.clone()))
         .collect();
 
+    let names = table.names.read();
+    out.len(names.len());
+    for name in names.iter() {
+        out.bytes(name.as_bytes());
+    }
+
+    // Rows, noting which subscriptions are current (by the address of their shared id).
+    let mut current: HashSet<usize, foldhash::fast::RandomState> = HashSet::default();
+    current.reserve(tenants.len());
     out.len(tenants.len());
     for (tenant, e) in &tenants {
         let m = e.meta.lock();
+        current.insert(Arc::as_ptr(&m.subscription_id).cast::<u8>() as usize);
         out.bytes(tenant.as_bytes());
         out.bytes(m.subscription_id.as_bytes());
-        out.bytes(m.plan_id.as_bytes());
-        out.bytes(m.plan_name.as_bytes());
+        out.u32(m.plan_id);
+        out.u32(m.plan_name);
         out.0.extend_from_slice(&m.currency);
         out.u8(e.status.load(Ordering::Relaxed));
         out.u64(e.total.load(Ordering::Acquire));
@@ -100,17 +110,12 @@ pub fn encode(table: &Table, cursor: u64) -> Vec<u8> {
     let superseded: Vec<_> = w
         .subs
         .iter()
-        .filter(|(sub, rec)| {
-            tenants
-                .get(&*rec.tenant)
-                .is_none_or(|e| *e.meta.lock().subscription_id != ***sub)
-        })
+        .filter(|(sub, _)| !current.contains(&(Arc::as_ptr(sub).cast::<u8>() as usize)))
         .collect();
     out.len(superseded.len());
-    for (sub, rec) in superseded {
+    for (sub, tenant) in superseded {
         out.bytes(sub.as_bytes());
-        out.bytes(rec.tenant.as_bytes());
-        out.i64(rec.created_ts);
+        out.bytes(tenant.as_bytes());
     }
 
     out.len(live.len());
@@ -178,6 +183,9 @@ impl<'a> In<'a> {
     fn u8(&mut self) -> Result<u8, Error> {
         Ok(self.array::<1>()?[0])
     }
+    fn u32(&mut self) -> Result<u32, Error> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
     fn u64(&mut self) -> Result<u64, Error> {
         Ok(u64::from_le_bytes(self.array()?))
     }
@@ -214,7 +222,11 @@ pub fn decode(data: &[u8]) -> Result<Table, Error> {
         return Err(bad("missing header"));
     }
     let (body, sum) = data.split_at(data.len() - CHECKSUM_LEN);
-    let version = u32::from_le_bytes(body[MAGIC.len()..MAGIC.len() + 4].try_into().map_err(bad)?);
+    let mut r = In {
+        buf: body,
+        pos: MAGIC.len(),
+    };
+    let version = r.u32()?;
     if version != VERSION {
         return Err(Error::InvalidSnapshot(format!(
             "snapshot format version {version} is not supported (this build reads version {VERSION})"
@@ -224,10 +236,6 @@ pub fn decode(data: &[u8]) -> Result<Table, Error> {
     if xxhash_rust::xxh3::xxh3_64(body) != expected {
         return Err(bad("checksum mismatch (corrupted or truncated)"));
     }
-    let mut r = In {
-        buf: body,
-        pos: MAGIC.len() + 4,
-    };
     let config = Config {
         grace_us: r.i64()?,
         allow_unknown: match r.u8()? {
@@ -246,11 +254,20 @@ pub fn decode(data: &[u8]) -> Result<Table, Error> {
     let mut writer = Writer::new(config.dedupe_window);
     writer.drain_seq = r.u64()?;
     let next_reservation = r.u64()?;
-    let table = Table::assemble(config, writer, Clock::default(), instance, cursor);
+    let mut names = Names::default();
+    for expected_id in 0..r.count(8)? {
+        if names.id(r.str()?) as usize != expected_id {
+            return Err(bad("duplicate plan name"));
+        }
+    }
+    let rows = r.count(90)?;
+    writer.subs.reserve(rows);
+    let table = Table::assemble(config, writer, rows, instance, cursor);
+    *table.names.write() = names;
     table
         .next_reservation
         .store(next_reservation, Ordering::Relaxed);
-    read_rows(&mut r, &table)?;
+    read_rows(&mut r, &table, rows)?;
     read_rest(&mut r, &table)?;
     if r.pos != body.len() {
         return Err(bad("trailing bytes"));
@@ -258,15 +275,22 @@ pub fn decode(data: &[u8]) -> Result<Table, Error> {
     Ok(table)
 }
 
-fn read_rows(r: &mut In<'_>, table: &Table) -> Result<(), Error> {
+fn read_rows(r: &mut In<'_>, table: &Table, rows: usize) -> Result<(), Error> {
     let mut w = table.writer.lock();
     let tenants = table.tenants.pin();
-    let n = r.count(90)?;
-    for _ in 0..n {
+    let names = table.names.read().len();
+    let name_id = |id: u32| {
+        if (id as usize) < names {
+            Ok(id)
+        } else {
+            Err(bad("invalid plan name"))
+        }
+    };
+    for _ in 0..rows {
         let tenant: Arc<str> = Arc::from(r.id()?);
         let sub: Arc<str> = Arc::from(r.id()?);
-        let plan_id = w.intern(r.id()?);
-        let plan_name = w.intern(r.str()?);
+        let plan_id = name_id(r.u32()?)?;
+        let plan_name = name_id(r.u32()?)?;
         let currency: [u8; 3] = r.array()?;
         if !currency.iter().all(u8::is_ascii_uppercase) {
             return Err(bad("invalid currency"));
@@ -306,17 +330,12 @@ fn read_rows(r: &mut In<'_>, table: &Table) -> Result<(), Error> {
         {
             return Err(bad("duplicate row"));
         }
-        w.subs.insert(sub, SubRecord { tenant, created_ts });
+        w.subs.insert(sub, tenant);
     }
-    let n = r.count(24)?;
-    for _ in 0..n {
+    for _ in 0..r.count(16)? {
         let sub: Arc<str> = Arc::from(r.id()?);
         let tenant = Arc::from(r.id()?);
-        let created_ts = r.i64()?;
-        if w.subs
-            .insert(sub, SubRecord { tenant, created_ts })
-            .is_some()
-        {
+        if w.subs.insert(sub, tenant).is_some() {
             return Err(bad("duplicate subscription"));
         }
     }

@@ -10,8 +10,8 @@ use crate::counters::{self, AtomicUsage, Usage, UsageCell};
 use crate::dedupe::{id_hash, Dedupe};
 use crate::event::{self, Created, Event, InvoicePaid, Kind, Status, Updated};
 use crate::Error;
-use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -106,8 +106,9 @@ pub(crate) struct Entry {
 #[derive(Clone)]
 pub(crate) struct Meta {
     pub(crate) subscription_id: Arc<str>,
-    pub(crate) plan_id: Arc<str>,
-    pub(crate) plan_name: Arc<str>,
+    /// Index into [`Names`] (plans are shared by many rows).
+    pub(crate) plan_id: u32,
+    pub(crate) plan_name: u32,
     pub(crate) currency: [u8; 3],
     pub(crate) created_ts: i64,
     pub(crate) plan_id_ts: i64,
@@ -159,20 +160,48 @@ pub(crate) struct Reservation {
     pub(crate) expires_at: i64,
 }
 
-pub(crate) struct SubRecord {
-    pub(crate) tenant: Arc<str>,
-    pub(crate) created_ts: i64,
-}
-
 pub(crate) struct Parked {
     pub(crate) seq: u64,
     pub(crate) raw: Box<[u8]>,
 }
 
+/// Plan ids and names, stored once and referred to by index from the rows.
+#[derive(Default)]
+pub(crate) struct Names {
+    index: HashMap<Arc<str>, u32, foldhash::fast::RandomState>,
+    strings: Vec<Arc<str>>,
+}
+
+impl Names {
+    pub(crate) fn id(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.index.get(s) {
+            return id;
+        }
+        let id = u32::try_from(self.strings.len()).expect("fewer than 2^32 distinct plan names");
+        let arc: Arc<str> = Arc::from(s);
+        self.strings.push(Arc::clone(&arc));
+        self.index.insert(arc, id);
+        id
+    }
+
+    pub(crate) fn get(&self, id: u32) -> &Arc<str> {
+        &self.strings[id as usize]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.strings.len()
+    }
+
+    /// The names in index order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.strings.iter()
+    }
+}
+
 /// State only writers touch, under the writer mutex.
 pub(crate) struct Writer {
-    /// Every subscription ever created, current or superseded, with its tenant.
-    pub(crate) subs: HashMap<Arc<str>, SubRecord, foldhash::fast::RandomState>,
+    /// Every subscription ever created, current or superseded, and its tenant.
+    pub(crate) subs: HashMap<Arc<str>, Arc<str>, foldhash::fast::RandomState>,
     pub(crate) dedupe: Dedupe,
     /// Events waiting for their subscription's `subscription.created`, by subscription.
     pub(crate) parked: HashMap<Arc<str>, Vec<Parked>, foldhash::fast::RandomState>,
@@ -180,8 +209,7 @@ pub(crate) struct Writer {
     pub(crate) parked_seq: u64,
     /// Usage of closed periods and superseded subscriptions not yet drained.
     pub(crate) journal: Vec<UsageItem>,
-    /// Plan ids and names shared between rows.
-    pub(crate) names: HashSet<Arc<str>, foldhash::fast::RandomState>,
+
     pub(crate) drain_seq: u64,
 }
 
@@ -194,18 +222,9 @@ impl Writer {
             parked_count: 0,
             parked_seq: 0,
             journal: Vec::new(),
-            names: HashSet::default(),
+
             drain_seq: 0,
         }
-    }
-
-    pub(crate) fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(found) = self.names.get(s) {
-            return Arc::clone(found);
-        }
-        let arc: Arc<str> = Arc::from(s);
-        self.names.insert(Arc::clone(&arc));
-        arc
     }
 
     fn unpark(&mut self, sub: &str) -> Vec<Parked> {
@@ -224,6 +243,7 @@ pub struct Table {
     next_expiry: AtomicI64,
     sweeping: Mutex<()>,
     pub(crate) writer: Mutex<Writer>,
+    pub(crate) names: RwLock<Names>,
     pub(crate) clock: Clock,
     /// Distinguishes this table's usage idempotency keys from other replicas'.
     pub(crate) instance: u64,
@@ -246,11 +266,11 @@ fn new_instance_id(seed: i64) -> u64 {
 
 impl Meta {
     /// The cold fields of a row that follows subscription `sub` from its creation.
-    fn created(c: &Created<'_>, ts: i64, w: &mut Writer, sub: Arc<str>) -> Self {
+    fn created(c: &Created<'_>, ts: i64, names: &mut Names, sub: Arc<str>) -> Self {
         Meta {
             subscription_id: sub,
-            plan_id: w.intern(&c.plan_id),
-            plan_name: w.intern(&c.plan_name),
+            plan_id: names.id(&c.plan_id),
+            plan_name: names.id(&c.plan_name),
             currency: c.currency,
             created_ts: ts,
             plan_id_ts: ts,
@@ -302,15 +322,15 @@ impl Entry {
         None
     }
 
-    fn view(&self, tenant_id: &Arc<str>) -> BudgetView {
+    fn view(&self, tenant_id: &Arc<str>, names: &Names) -> BudgetView {
         let meta = self.meta.lock();
         let total = self.total.load(Ordering::Acquire);
         let usage = self.usage.load();
         BudgetView {
             tenant_id: Arc::clone(tenant_id),
             subscription_id: Arc::clone(&meta.subscription_id),
-            plan_id: Arc::clone(&meta.plan_id),
-            plan_name: Arc::clone(&meta.plan_name),
+            plan_id: Arc::clone(names.get(meta.plan_id)),
+            plan_name: Arc::clone(names.get(meta.plan_name)),
             currency: meta.currency,
             total,
             spent: usage.spent,
@@ -346,33 +366,31 @@ impl Entry {
 
 impl Table {
     pub fn new(config: Config) -> Self {
-        let clock = Clock::default();
-        let instance = new_instance_id(clock.now());
-        Self::assemble(
-            config,
-            Writer::new(config.dedupe_window),
-            clock,
-            instance,
-            0,
-        )
+        let instance = new_instance_id(Clock::default().now());
+        Self::assemble(config, Writer::new(config.dedupe_window), 0, instance, 0)
     }
 
+    /// A table with room for `capacity` tenants.
     pub(crate) fn assemble(
         config: Config,
         writer: Writer,
-        clock: Clock,
+        capacity: usize,
         instance: u64,
         cursor: u64,
     ) -> Self {
         Self {
             config,
-            tenants: Map::default(),
+            tenants: Map::with_capacity_and_hasher(
+                capacity,
+                foldhash::fast::RandomState::default(),
+            ),
             reservations: Map::default(),
             next_reservation: AtomicU64::new(1),
             next_expiry: AtomicI64::new(i64::MAX),
             sweeping: Mutex::new(()),
             writer: Mutex::new(writer),
-            clock,
+            names: RwLock::new(Names::default()),
+            clock: Clock::default(),
             instance,
             cursor,
         }
@@ -591,14 +609,18 @@ impl Table {
     pub fn budget(&self, tenant: &str) -> Option<BudgetView> {
         self.expire_due(self.clock.now());
         let tenants = self.tenants.pin();
-        tenants.get_key_value(tenant).map(|(k, e)| e.view(k))
+        let names = self.names.read();
+        tenants
+            .get_key_value(tenant)
+            .map(|(k, e)| e.view(k, &names))
     }
 
     /// Every row, ordered by tenant id.
     pub fn budgets(&self) -> Vec<BudgetView> {
         self.expire_due(self.clock.now());
         let tenants = self.tenants.pin();
-        let mut all: Vec<BudgetView> = tenants.iter().map(|(k, e)| e.view(k)).collect();
+        let names = self.names.read();
+        let mut all: Vec<BudgetView> = tenants.iter().map(|(k, e)| e.view(k, &names)).collect();
         all.sort_unstable_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         all
     }
@@ -627,10 +649,10 @@ impl Table {
         if let Kind::Created(c) = &ev.kind {
             return self.apply_created(w, ev.ts, c);
         }
-        let Some(rec) = w.subs.get(sub) else {
+        let Some(tenant) = w.subs.get(sub) else {
             return self.park(w, sub, raw);
         };
-        let tenant = Arc::clone(&rec.tenant);
+        let tenant = Arc::clone(tenant);
         if let Some(customer) = ev.kind.customer() {
             check_customer(sub, &tenant, customer)?;
         }
@@ -643,7 +665,7 @@ impl Table {
             return Ok(Outcome::Stale);
         };
         let changed = match &ev.kind {
-            Kind::Updated(u) => apply_update(entry, w, ev.ts, u),
+            Kind::Updated(u) => apply_update(entry, &mut self.names.write(), ev.ts, u),
             Kind::InvoicePaid(p) => apply_paid(entry, w, &tenant, p),
             Kind::PaymentFailed(_) => {
                 let mut meta = entry.meta.lock();
@@ -687,15 +709,15 @@ impl Table {
 
     fn apply_created(&self, w: &mut Writer, ts: i64, c: &Created<'_>) -> Result<Outcome, Error> {
         let tenants = self.tenants.pin();
-        if let Some(rec) = w.subs.get(&*c.subscription_id) {
-            check_customer(&c.subscription_id, &rec.tenant, &c.customer_id)?;
+        if let Some(tenant) = w.subs.get(&*c.subscription_id) {
+            check_customer(&c.subscription_id, tenant, &c.customer_id)?;
             let entry = tenants
-                .get(&*rec.tenant)
+                .get(&**tenant)
                 .filter(|e| *e.meta.lock().subscription_id == *c.subscription_id);
             let Some(entry) = entry else {
                 return Ok(Outcome::Stale);
             };
-            let changed = merge_known(entry, w, ts, c)?;
+            let changed = merge_known(entry, &mut self.names.write(), ts, c)?;
             return Ok(if changed {
                 Outcome::Applied
             } else {
@@ -706,7 +728,7 @@ impl Table {
         let outcome = match tenants.get_key_value(&*c.customer_id) {
             None => {
                 let tenant: Arc<str> = Arc::from(&*c.customer_id);
-                let meta = Meta::created(c, ts, w, Arc::clone(&sub));
+                let meta = Meta::created(c, ts, &mut self.names.write(), Arc::clone(&sub));
                 let period = (c.period_start, c.period_end);
                 let entry = Arc::new(Entry::new(
                     meta,
@@ -716,13 +738,7 @@ impl Table {
                     Usage::default(),
                 ));
                 tenants.insert(Arc::clone(&tenant), entry);
-                w.subs.insert(
-                    Arc::clone(&sub),
-                    SubRecord {
-                        tenant,
-                        created_ts: ts,
-                    },
-                );
+                w.subs.insert(Arc::clone(&sub), tenant);
                 Outcome::Applied
             }
             Some((tenant, entry)) => {
@@ -730,16 +746,10 @@ impl Table {
                 let mut meta = entry.meta.lock();
                 // The row follows the newest subscription.created (ties: the larger id).
                 let newer = (ts, &*sub) > (meta.created_ts, &*meta.subscription_id);
-                w.subs.insert(
-                    Arc::clone(&sub),
-                    SubRecord {
-                        tenant: Arc::clone(&tenant),
-                        created_ts: ts,
-                    },
-                );
+                w.subs.insert(Arc::clone(&sub), Arc::clone(&tenant));
                 if newer {
                     entry.close_period(&mut meta, &tenant, &mut w.journal);
-                    *meta = Meta::created(c, ts, w, Arc::clone(&sub));
+                    *meta = Meta::created(c, ts, &mut self.names.write(), Arc::clone(&sub));
                     entry.total.store(c.total, Ordering::Release);
                     entry.status.store(c.status as u8, Ordering::Relaxed);
                     entry.set_period(c.period_start, c.period_end);
@@ -811,7 +821,7 @@ fn check_customer(sub: &str, tenant: &str, customer: &str) -> Result<(), Error> 
 
 /// `subscription.created` for the row's own subscription: fields it carries win only
 /// when newer; the newest period wins; spend is never reset.
-fn merge_known(entry: &Entry, w: &mut Writer, ts: i64, c: &Created<'_>) -> Result<bool, Error> {
+fn merge_known(entry: &Entry, names: &mut Names, ts: i64, c: &Created<'_>) -> Result<bool, Error> {
     let mut meta = entry.meta.lock();
     if meta.currency != c.currency {
         return Err(Error::InvalidEvent(format!(
@@ -823,11 +833,11 @@ fn merge_known(entry: &Entry, w: &mut Writer, ts: i64, c: &Created<'_>) -> Resul
     }
     let mut changed = false;
     if lww(&mut meta.plan_id_ts, ts, false) {
-        meta.plan_id = w.intern(&c.plan_id);
+        meta.plan_id = names.id(&c.plan_id);
         changed = true;
     }
     if lww(&mut meta.plan_name_ts, ts, false) {
-        meta.plan_name = w.intern(&c.plan_name);
+        meta.plan_name = names.id(&c.plan_name);
         changed = true;
     }
     if lww(&mut meta.total_ts, ts, false) {
@@ -845,18 +855,18 @@ fn merge_known(entry: &Entry, w: &mut Writer, ts: i64, c: &Created<'_>) -> Resul
     Ok(changed)
 }
 
-fn apply_update(entry: &Entry, w: &mut Writer, ts: i64, u: &Updated<'_>) -> bool {
+fn apply_update(entry: &Entry, names: &mut Names, ts: i64, u: &Updated<'_>) -> bool {
     let mut meta = entry.meta.lock();
     let mut changed = false;
     if let Some(plan_id) = &u.plan_id {
         if lww(&mut meta.plan_id_ts, ts, true) {
-            meta.plan_id = w.intern(plan_id);
+            meta.plan_id = names.id(plan_id);
             changed = true;
         }
     }
     if let Some(plan_name) = &u.plan_name {
         if lww(&mut meta.plan_name_ts, ts, true) {
-            meta.plan_name = w.intern(plan_name);
+            meta.plan_name = names.id(plan_name);
             changed = true;
         }
     }

@@ -117,9 +117,15 @@ def paid(
     return event("invoice.paid", data, ts=ts or start, event_id=event_id)
 
 
-def payment_failed(sub: str = "sub_1", cus: str = "cus_1", *, ts: datetime | str = NOW) -> bytes:
+def payment_failed(
+    sub: str = "sub_1",
+    cus: str = "cus_1",
+    *,
+    ts: datetime | str = NOW,
+    event_id: str | None = None,
+) -> bytes:
     data = {"customer_id": cus, "subscription_id": sub, "invoice_id": f"inv_{next(_ids)}"}
-    return event("invoice.payment_failed", data, ts=ts)
+    return event("invoice.payment_failed", data, ts=ts, event_id=event_id)
 
 
 @pytest.fixture

@@ -1,0 +1,438 @@
+"""The Gateway against a small pure-Python model of API.md's rules (Hypothesis state machine).
+
+Random events (with duplicates, reordering, ties, parking and subscription switches),
+spends, checks, reservations, commits, releases, clock moves, drains and
+snapshot/restore cycles; after every step the table must equal the model.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from billing_gateway import (
+    ApplyOutcome,
+    Budget,
+    Gateway,
+    InvalidAmount,
+    Reason,
+    UnknownReservation,
+    to_micros,
+)
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    invariant,
+    multiple,
+    rule,
+)
+
+from .conftest import NOW, START, created, micros, paid, payment_failed, pin, updated
+
+ACTIVE = {"active", "trialing", "past_due"}
+SUBS = {"sub_a": "cus_1", "sub_b": "cus_1", "sub_c": "cus_2"}
+TENANTS = ["cus_1", "cus_2", "cus_9"]
+TIMES = [NOW + timedelta(hours=h) for h in range(4)]  # few values: ties are frequent
+PERIODS = [(START + timedelta(days=30 * i), START + timedelta(days=30 * (i + 1))) for i in range(3)]
+GRACE_S = 86_400
+_ids = itertools.count()
+
+
+@dataclass(frozen=True)
+class Ev:
+    """One generated event: what the model needs, and the JSON the gateway gets."""
+
+    kind: str
+    event_id: str
+    ts: int
+    sub: str
+    fields: dict[str, Any]
+    raw: bytes
+
+
+@dataclass
+class Row:
+    sub: str
+    plan_id: str
+    plan_name: str
+    total: int
+    status: str
+    period: tuple[int, int]
+    created_ts: int
+    ts: dict[str, int]
+    spent: int = 0
+    reserved: int = 0
+    drained: int = 0
+
+
+@dataclass
+class Model:
+    now: int
+    rows: dict[str, Row] = field(default_factory=dict)
+    subs: dict[str, str] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+    parked: dict[str, list[Ev]] = field(default_factory=dict)
+    reservations: dict[int, tuple[str, int, int]] = field(default_factory=dict)
+    journal: list[tuple[str, str, int, int]] = field(default_factory=list)
+
+    # ---- events -----------------------------------------------------------------
+
+    def apply(self, ev: Ev) -> ApplyOutcome:
+        if ev.event_id in self.seen:
+            return ApplyOutcome.DUPLICATE
+        self.seen.add(ev.event_id)
+        return self._apply(ev)
+
+    def _apply(self, ev: Ev) -> ApplyOutcome:
+        if ev.kind == "created":
+            return self._created(ev)
+        tenant = self.subs.get(ev.sub)
+        if tenant is None:
+            self.parked.setdefault(ev.sub, []).append(ev)
+            return ApplyOutcome.PARKED
+        row = self.rows.get(tenant)
+        if row is None or row.sub != ev.sub:
+            return ApplyOutcome.STALE
+        changed = False
+        if ev.kind == "updated":
+            for name, value in ev.fields.items():
+                if ev.ts >= row.ts[name]:
+                    row.ts[name] = ev.ts
+                    setattr(row, name, value)
+                    changed = True
+        elif ev.kind == "paid":
+            if ev.fields["period"][0] > row.period[0]:
+                self._close_period(tenant, row)
+                row.period = ev.fields["period"]
+                changed = True
+        elif ev.kind == "failed" and ev.ts >= row.ts["status"]:
+            row.ts["status"] = ev.ts
+            row.status = "past_due"
+            changed = True
+        return ApplyOutcome.APPLIED if changed else ApplyOutcome.STALE
+
+    def _created(self, ev: Ev) -> ApplyOutcome:
+        tenant = SUBS[ev.sub]
+        f = ev.fields
+        if ev.sub in self.subs:
+            row = self.rows.get(tenant)
+            if row is None or row.sub != ev.sub:
+                return ApplyOutcome.STALE
+            changed = False
+            for name in ("plan_id", "plan_name", "total", "status"):
+                if ev.ts > row.ts[name]:
+                    row.ts[name] = ev.ts
+                    setattr(row, name, f[name])
+                    changed = True
+            if f["period"][0] > row.period[0]:
+                row.period = f["period"]
+                changed = True
+            return ApplyOutcome.APPLIED if changed else ApplyOutcome.STALE
+        self.subs[ev.sub] = tenant
+        fresh = Row(
+            sub=ev.sub,
+            plan_id=f["plan_id"],
+            plan_name=f["plan_name"],
+            total=f["total"],
+            status=f["status"],
+            period=f["period"],
+            created_ts=ev.ts,
+            ts=dict.fromkeys(("plan_id", "plan_name", "total", "status"), ev.ts),
+        )
+        row = self.rows.get(tenant)
+        if row is not None:
+            if (ev.ts, ev.sub) <= (row.created_ts, row.sub):
+                self.parked.pop(ev.sub, None)
+                return ApplyOutcome.STALE
+            self._close_period(tenant, row)
+            fresh.reserved = row.reserved
+        self.rows[tenant] = fresh
+        for waiting in self.parked.pop(ev.sub, []):
+            self._apply(waiting)
+        return ApplyOutcome.APPLIED
+
+    def _close_period(self, tenant: str, row: Row) -> None:
+        if row.spent > row.drained:
+            self.journal.append((tenant, row.sub, row.period[0], row.spent - row.drained))
+        row.spent = row.drained = 0
+
+    # ---- spending ---------------------------------------------------------------
+
+    def sweep(self) -> None:
+        for rid, (tenant, amount, expires_at) in list(self.reservations.items()):
+            if expires_at <= self.now:
+                del self.reservations[rid]
+                self.rows[tenant].reserved -= amount
+
+    def admit(self, tenant: str, amount: int, debit: str | None) -> tuple[bool, Reason, int]:
+        self.sweep()
+        row = self.rows.get(tenant)
+        if row is None:
+            return False, Reason.UNKNOWN_TENANT, 0
+        remaining = max(0, row.total - row.spent - row.reserved)
+        if row.status not in ACTIVE:
+            return False, Reason.INACTIVE, remaining
+        if self.now >= row.period[1] + GRACE_S * 1_000_000:
+            return False, Reason.PERIOD_ENDED, remaining
+        if row.spent + row.reserved + amount > row.total:
+            return False, Reason.INSUFFICIENT_BUDGET, remaining
+        if debit == "spend":
+            row.spent += amount
+        elif debit == "hold":
+            row.reserved += amount
+        return True, Reason.OK, remaining - (amount if debit else 0)
+
+    def resolve(self, rid: int, actual: int | None) -> type[Exception] | None:
+        found = self.reservations.get(rid)
+        if found is None:
+            return UnknownReservation
+        tenant, amount, expires_at = found
+        row = self.rows[tenant]
+        if expires_at <= self.now:
+            del self.reservations[rid]
+            row.reserved -= amount
+            return UnknownReservation
+        if actual is not None and actual > amount:
+            return InvalidAmount
+        del self.reservations[rid]
+        row.reserved -= amount
+        row.spent += actual or 0
+        return None
+
+    def drain(self) -> list[tuple[str, str, int, int]]:
+        items, self.journal = self.journal, []
+        for tenant, row in self.rows.items():
+            if row.spent > row.drained:
+                items.append((tenant, row.sub, row.period[0], row.spent - row.drained))
+                row.drained = row.spent
+        return sorted(items)
+
+    def budgets(self) -> list[tuple[Any, ...]]:
+        self.sweep()
+        return [
+            (
+                t,
+                r.sub,
+                r.plan_id,
+                r.plan_name,
+                r.total,
+                r.spent,
+                r.reserved,
+                max(0, r.total - r.spent - r.reserved),
+                r.period,
+                r.status,
+            )
+            for t, r in sorted(self.rows.items())
+        ]
+
+
+def view(b: Budget) -> tuple[Any, ...]:
+    assert b.currency == "USD"
+    return (
+        b.tenant_id,
+        b.subscription_id,
+        b.plan_id,
+        b.plan_name,
+        b.total,
+        b.spent,
+        b.reserved,
+        b.remaining,
+        (micros(b.period_start), micros(b.period_end)),
+        b.status,
+    )
+
+
+# ---- event strategies ------------------------------------------------------------------
+
+subs = st.sampled_from(sorted(SUBS))
+times = st.sampled_from(TIMES)
+totals = st.sampled_from(["10", "50"])
+
+
+@st.composite
+def created_events(draw: st.DrawFn) -> Ev:
+    sub, ts, total = draw(subs), draw(times), draw(totals)
+    plan_id = draw(st.sampled_from(["plan_a", "plan_b"]))
+    plan_name = draw(st.sampled_from(["A", "B"]))
+    start, end = PERIODS[draw(st.integers(0, 1))]
+    status = draw(st.sampled_from([None, "trialing", "canceled"]))
+    eid = f"c{next(_ids)}"
+    raw = created(
+        sub,
+        SUBS[sub],
+        total=total,
+        ts=ts,
+        start=start,
+        end=end,
+        plan_id=plan_id,
+        plan_name=plan_name,
+        status=status,
+        event_id=eid,
+    )
+    model_fields = {
+        "plan_id": plan_id,
+        "plan_name": plan_name,
+        "total": to_micros(total),
+        "status": status or "active",
+        "period": (micros(start), micros(end)),
+    }
+    return Ev("created", eid, micros(ts), sub, model_fields, raw)
+
+
+@st.composite
+def updated_events(draw: st.DrawFn) -> Ev:
+    sub, ts = draw(subs), draw(times)
+    wire: dict[str, str] = {}
+    model_fields: dict[str, Any] = {}
+    if plan_id := draw(st.sampled_from([None, "plan_x"])):
+        wire["new_plan_id"], model_fields["plan_id"] = plan_id, plan_id
+    if plan_name := draw(st.sampled_from([None, "X", "Y"])):
+        wire["new_plan_name"], model_fields["plan_name"] = plan_name, plan_name
+    if total := draw(st.sampled_from([None, "5", "80"])):
+        wire["new_total_budget"], model_fields["total"] = total, to_micros(total)
+    if status := draw(st.sampled_from([None, "active", "canceled", "past_due"])):
+        wire["status"], model_fields["status"] = status, status
+    if draw(st.booleans()):
+        wire["customer_id"] = SUBS[sub]
+    eid = f"u{next(_ids)}"
+    return Ev(
+        "updated", eid, micros(ts), sub, model_fields, updated(sub, ts=ts, event_id=eid, **wire)
+    )
+
+
+@st.composite
+def paid_events(draw: st.DrawFn) -> Ev:
+    sub, ts = draw(subs), draw(times)
+    start, end = PERIODS[draw(st.integers(1, 2))]
+    eid = f"p{next(_ids)}"
+    raw = paid(sub, SUBS[sub], start=start, end=end, ts=ts, event_id=eid)
+    return Ev("paid", eid, micros(ts), sub, {"period": (micros(start), micros(end))}, raw)
+
+
+@st.composite
+def failed_events(draw: st.DrawFn) -> Ev:
+    sub, ts = draw(subs), draw(times)
+    eid = f"f{next(_ids)}"
+    return Ev(
+        "failed", eid, micros(ts), sub, {}, payment_failed(sub, SUBS[sub], ts=ts, event_id=eid)
+    )
+
+
+any_event = st.one_of(created_events(), updated_events(), paid_events(), failed_events())
+
+
+class GatewayMachine(RuleBasedStateMachine):
+    applied = Bundle("applied")
+    holds = Bundle("holds")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = Model(now=micros(NOW))
+        self.gw = pin(Gateway(grace_period_s=GRACE_S))
+
+    @rule(target=applied, ev=any_event)
+    def apply(self, ev: Ev) -> Ev:
+        assert self.gw.apply(ev.raw) == self.model.apply(ev)
+        return ev
+
+    @rule(ev=applied)
+    def apply_again(self, ev: Ev) -> None:
+        assert self.gw.apply(ev.raw) == self.model.apply(ev) == ApplyOutcome.DUPLICATE
+
+    @rule(
+        tenant=st.sampled_from(TENANTS),
+        amount=st.integers(0, 60).map(lambda u: u * 1_000_000),
+        how=st.sampled_from(["try_spend", "spend", "check"]),
+    )
+    def spend(self, tenant: str, amount: int, how: str) -> None:
+        allowed, reason, remaining = self.model.admit(
+            tenant, amount, None if how == "check" else "spend"
+        )
+        if how == "try_spend":
+            assert self.gw.try_spend(tenant, amount) is allowed
+            return
+        d = self.gw.check(tenant, amount) if how == "check" else self.gw.spend(tenant, amount)
+        assert (d.allowed, d.reason, d.remaining, d.reservation_id) == (
+            allowed,
+            reason,
+            remaining,
+            None,
+        )
+
+    @rule(
+        target=holds,
+        tenant=st.sampled_from(TENANTS),
+        amount=st.integers(0, 30).map(lambda u: u * 1_000_000),
+        ttl_s=st.sampled_from([1, 30, 3600]),
+    )
+    def reserve(self, tenant: str, amount: int, ttl_s: int) -> Any:
+        allowed, reason, remaining = self.model.admit(tenant, amount, "hold")
+        d = self.gw.reserve(tenant, amount, ttl_s=ttl_s)
+        assert (d.allowed, d.reason, d.remaining) == (allowed, reason, remaining)
+        if d.reservation_id is None:
+            return multiple()
+        self.model.reservations[d.reservation_id] = (
+            tenant,
+            amount,
+            self.model.now + ttl_s * 1_000_000,
+        )
+        return d.reservation_id
+
+    @rule(rid=consumes(holds), fraction=st.sampled_from([0, 0.5, 1, 2]))
+    def commit(self, rid: int, fraction: float) -> None:
+        held = self.model.reservations.get(rid)
+        actual = int((held[1] if held else 1_000_000) * fraction)
+        expected = self.model.resolve(rid, actual)
+        if expected is None:
+            self.gw.commit(rid, actual)
+        else:
+            with pytest.raises(expected):
+                self.gw.commit(rid, actual)
+
+    @rule(rid=holds)
+    def release(self, rid: int) -> None:
+        expected = self.model.resolve(rid, None)
+        if expected is None:
+            self.gw.release(rid)
+        else:
+            with pytest.raises(expected):
+                self.gw.release(rid)
+
+    @rule(seconds=st.sampled_from([0, 1, 20, 1800, 86_400, 20 * 86_400]))
+    def advance(self, seconds: int) -> None:
+        self.model.now += seconds * 1_000_000
+        self.gw._set_clock(self.model.now)
+
+    @rule()
+    def drain(self) -> None:
+        got = sorted(
+            (u.tenant_id, u.subscription_id, micros(u.period_start), u.amount)
+            for u in self.gw.drain_usage()
+        )
+        assert got == self.model.drain()
+
+    @rule(cursor=st.integers(0, 2**63 - 1))
+    def snapshot_restore(self, cursor: int) -> None:
+        self.gw = Gateway.restore(self.gw.snapshot(cursor))
+        assert self.gw.cursor == cursor
+        self.gw._set_clock(self.model.now)
+
+    @invariant()
+    def table_matches_model(self) -> None:
+        assert [view(b) for b in self.gw.budgets()] == self.model.budgets()
+        assert len(self.gw) == len(self.model.rows)
+
+
+GatewayMachine.TestCase.settings = settings(
+    max_examples=400,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestGatewayModel = GatewayMachine.TestCase

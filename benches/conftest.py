@@ -32,7 +32,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             parts = [f"{median * 1e9:12.1f} ns  {role:<28}"]
             if not role.startswith("baseline_"):
                 for base_role, base in baselines.items():
-                    parts.append(f"{median / base.stats.median:8.3f}x {base_role.removeprefix('baseline_')}")
+                    parts.append(
+                        f"{median / base.stats.median:8.3f}x {base_role.removeprefix('baseline_')}"
+                    )
             write("    " + "  ".join(parts))
             for key, value in bench.extra_info.items():
                 write(f"        {key}: {value}")

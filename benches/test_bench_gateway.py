@@ -13,12 +13,13 @@ import os
 import pickle
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
-
 from billing_gateway import Gateway, decode_event
 from billing_gateway._core import NoOp
+
 from tests.conftest import NOW, created, pin, updated
 
 from .baselines import DictLockBudgets, LimitsBudgets, RedisLuaBudgets
@@ -134,7 +135,7 @@ def distinct_updates() -> Iterator[bytes]:
     for i in range(ROUNDS * PER_ROUND + 1):
         yield updated(
             f"sub_{i % 10_000:05d}",
-            ts=f"2026-06-15T{(i // 3_600_000) % 24:02d}:{(i // 60_000) % 60:02d}:{(i // 1000) % 60:02d}.{i % 1000:03d}Z",
+            ts=NOW + timedelta(milliseconds=i),
             new_total_budget="1000",
             new_plan_name="Team",
         )
@@ -167,9 +168,11 @@ def million_events() -> Iterator[bytes]:
     template = created("SUB", "CUS", total="100", ts=NOW, event_id="EVT")
     for i in range(MILLION):
         n = f"{i:07d}"
-        yield template.replace(b"SUB", b"sub_" + n.encode(), 1).replace(
-            b"CUS", b"cus_" + n.encode(), 1
-        ).replace(b"EVT", b"evt_" + n.encode(), 1)
+        yield (
+            template.replace(b"SUB", b"sub_" + n.encode(), 1)
+            .replace(b"CUS", b"cus_" + n.encode(), 1)
+            .replace(b"EVT", b"evt_" + n.encode(), 1)
+        )
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 from billing_gateway import Gateway
 
-DATA = Path(__file__).parent / "data"
+SEEDS = Path(__file__).parent.parent / "examples" / "events"
 SEED_NAMES = ("subscription_created", "subscription_updated", "invoice_paid")
 
 # A fixed "now" for tests; the default period [START, END) contains it.
@@ -29,7 +29,8 @@ _encoder = msgspec.json.Encoder(decimal_format="number")
 
 def seed(name: str) -> bytes:
     """One of the event specification's three payloads, verbatim."""
-    return (DATA / f"seed_{name}.json").read_bytes()
+    (path,) = SEEDS.glob(f"*_{name}.json")
+    return path.read_bytes()
 
 
 def micros(when: datetime) -> int:

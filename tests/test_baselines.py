@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 
-from benches.baselines import DictLockBudgets, LimitsBudgets, RedisLuaBudgets
 from billing_gateway import Gateway, to_micros
+
+from benches.baselines import DictLockBudgets, LimitsBudgets, RedisLuaBudgets
 
 from .conftest import created, pin
 

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod counters;
 pub mod dedupe;
 pub mod event;
+pub mod index;
 pub mod money;
 pub mod snapshot;
 pub mod table;

@@ -7,11 +7,11 @@
 use crate::counters::{Usage, UsageCell};
 use crate::dedupe::Dedupe;
 use crate::event::{self, Status};
-use crate::table::{Config, Entry, Meta, Names, Parked, Reservation, Table, UsageItem, Writer};
+use crate::table::{
+    Config, Entry, Id, Meta, Names, Parked, Reservation, SubState, Table, UsageItem, Writer,
+};
 use crate::Error;
-use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"BGWSNAP\x00";
 const VERSION: u32 = 1;
@@ -46,8 +46,8 @@ impl Out {
 /// Serialises the table with `cursor` (the position in the event stream it reflects).
 pub fn encode(table: &Table, cursor: u64) -> Vec<u8> {
     let w = table.writer.lock();
-    let tenants = table.tenants.pin();
-    let mut out = Out(Vec::with_capacity(64 + tenants.len() * 160));
+    let tenants = &table.tenants;
+    let mut out = Out(Vec::with_capacity(64 + tenants.len() * 128));
     out.0.extend_from_slice(MAGIC);
     out.u32(VERSION);
 
@@ -77,14 +77,11 @@ pub fn encode(table: &Table, cursor: u64) -> Vec<u8> {
         out.bytes(name.as_bytes());
     }
 
-    // Rows, noting which subscriptions are current (by the address of their shared id).
-    let mut current: HashSet<usize, foldhash::fast::RandomState> = HashSet::default();
-    current.reserve(tenants.len());
+    // Rows only change under the writer lock, which is held: the count is exact.
     out.len(tenants.len());
-    for (tenant, e) in &tenants {
+    for e in tenants.iter() {
         let m = e.meta.lock();
-        current.insert(Arc::as_ptr(&m.subscription_id).cast::<u8>() as usize);
-        out.bytes(tenant.as_bytes());
+        out.bytes(e.tenant.as_bytes());
         out.bytes(m.subscription_id.as_bytes());
         out.u32(m.plan_id);
         out.u32(m.plan_name);
@@ -106,14 +103,9 @@ pub fn encode(table: &Table, cursor: u64) -> Vec<u8> {
         out.u64(m.drained);
     }
 
-    // Superseded subscriptions only; the current ones are implied by the rows.
-    let superseded: Vec<_> = w
-        .subs
-        .iter()
-        .filter(|(sub, _)| !current.contains(&(Arc::as_ptr(sub).cast::<u8>() as usize)))
-        .collect();
-    out.len(superseded.len());
-    for (sub, tenant) in superseded {
+    // Superseded subscriptions; the current ones are implied by the rows.
+    out.len(w.subs.superseded.len());
+    for (sub, tenant) in &w.subs.superseded {
         out.bytes(sub.as_bytes());
         out.bytes(tenant.as_bytes());
     }
@@ -121,7 +113,7 @@ pub fn encode(table: &Table, cursor: u64) -> Vec<u8> {
     out.len(live.len());
     for (id, r) in &live {
         out.u64(*id);
-        out.bytes(r.tenant.as_ref().map_or(&[][..], |(t, _)| t.as_bytes()));
+        out.bytes(r.tenant.as_deref().unwrap_or_default().as_bytes());
         out.u64(r.amount);
         out.i64(r.expires_at);
     }
@@ -277,7 +269,7 @@ pub fn decode(data: &[u8]) -> Result<Table, Error> {
 
 fn read_rows(r: &mut In<'_>, table: &Table, rows: usize) -> Result<(), Error> {
     let mut w = table.writer.lock();
-    let tenants = table.tenants.pin();
+    w.subs.reserve(rows);
     let names = table.names.read().len();
     let name_id = |id: u32| {
         if (id as usize) < names {
@@ -287,8 +279,8 @@ fn read_rows(r: &mut In<'_>, table: &Table, rows: usize) -> Result<(), Error> {
         }
     };
     for _ in 0..rows {
-        let tenant: Arc<str> = Arc::from(r.id()?);
-        let sub: Arc<str> = Arc::from(r.id()?);
+        let tenant = Id::from(r.id()?);
+        let sub = r.id()?;
         let plan_id = name_id(r.u32()?)?;
         let plan_name = name_id(r.u32()?)?;
         let currency: [u8; 3] = r.array()?;
@@ -309,8 +301,11 @@ fn read_rows(r: &mut In<'_>, table: &Table, rows: usize) -> Result<(), Error> {
         {
             return Err(bad("inconsistent row"));
         }
+        if !matches!(w.subs.get(sub), SubState::Unknown) {
+            return Err(bad("duplicate subscription"));
+        }
         let meta = Meta {
-            subscription_id: Arc::clone(&sub),
+            subscription_id: Id::from(sub),
             plan_id,
             plan_name,
             currency,
@@ -322,28 +317,25 @@ fn read_rows(r: &mut In<'_>, table: &Table, rows: usize) -> Result<(), Error> {
             drained,
         };
         let usage = Usage { spent, reserved: 0 };
-        let entry = Entry::new(meta, total, period, status, usage);
-        if w.subs.contains_key(&sub)
-            || tenants
-                .insert(Arc::clone(&tenant), Arc::new(entry))
-                .is_some()
-        {
-            return Err(bad("duplicate row"));
-        }
-        w.subs.insert(sub, tenant);
+        let row = Entry::new(tenant, meta, total, period, status, usage);
+        let entry = table
+            .tenants
+            .insert(row)
+            .map_err(|_| bad("duplicate row"))?;
+        w.subs.follow(sub, entry);
     }
     for _ in 0..r.count(16)? {
-        let sub: Arc<str> = Arc::from(r.id()?);
-        let tenant = Arc::from(r.id()?);
-        if w.subs.insert(sub, tenant).is_some() {
+        let sub = r.id()?;
+        let tenant = Id::from(r.id()?);
+        if !matches!(w.subs.get(sub), SubState::Unknown) {
             return Err(bad("duplicate subscription"));
         }
+        w.subs.superseded.insert(Id::from(sub), tenant);
     }
     Ok(())
 }
 
 fn read_rest(r: &mut In<'_>, table: &Table) -> Result<(), Error> {
-    let tenants = table.tenants.pin();
     let reservations = table.reservations.pin();
     let n = r.count(32)?;
     let mut earliest = i64::MAX;
@@ -355,8 +347,9 @@ fn read_rest(r: &mut In<'_>, table: &Table) -> Result<(), Error> {
         let held_on = if tenant.is_empty() {
             None
         } else {
-            let (key, entry) = tenants
-                .get_key_value(tenant)
+            let entry = table
+                .tenants
+                .get(tenant)
                 .ok_or_else(|| bad("reservation for an unknown tenant"))?;
             let usage = entry.usage.load();
             let reserved = usage
@@ -367,7 +360,7 @@ fn read_rest(r: &mut In<'_>, table: &Table) -> Result<(), Error> {
                 .usage
                 .compare_exchange(usage, Usage { reserved, ..usage })
                 .map_err(|_| bad("concurrent restore"))?;
-            Some((Arc::clone(key), Arc::clone(entry)))
+            Some(entry.tenant.clone())
         };
         if id >= table.next_reservation.load(Ordering::Relaxed) || reservations.get(&id).is_some() {
             return Err(bad("invalid reservation id"));
@@ -401,8 +394,7 @@ fn read_rest(r: &mut In<'_>, table: &Table) -> Result<(), Error> {
             .kind
             .subscription()
             .ok_or_else(|| bad("invalid parked event"))?;
-        let sub: Arc<str> = Arc::from(sub);
-        w.parked.entry(sub).or_default().push(Parked {
+        w.parked.entry(Id::from(sub)).or_default().push(Parked {
             seq,
             raw: raw.into(),
         });
@@ -413,8 +405,8 @@ fn read_rest(r: &mut In<'_>, table: &Table) -> Result<(), Error> {
     let n = r.count(32)?;
     for _ in 0..n {
         let item = UsageItem {
-            tenant_id: Arc::from(r.id()?),
-            subscription_id: Arc::from(r.id()?),
+            tenant_id: Id::from(r.id()?),
+            subscription_id: Id::from(r.id()?),
             period_start: r.i64()?,
             amount: r.u64()?,
         };

@@ -1,22 +1,34 @@
 //! The budget table: one row per tenant, lock-free spend checks, two-phase spend,
 //! and idempotent, order-tolerant event application.
 //!
-//! Readers (`try_spend`, `spend`, `check`) take no lock: a papaya map read and a CAS
+//! Readers (`try_spend`, `spend`, `check`) take no lock: an [`Index`] read and a CAS
 //! on the row's [`AtomicUsage`]. Writers (event application, drains, snapshots) are
 //! serialised by one mutex so that an event is applied whole or not at all.
+//!
+//! Memory: a row is one allocation (ids of up to 24 bytes are stored inline), found
+//! through the tenant index (tag byte + pointer per slot) and, for writers, through the
+//! subscription index (hash + pointer per slot).
 
 use crate::clock::Clock;
 use crate::counters::{self, AtomicUsage, Usage, UsageCell};
 use crate::dedupe::{id_hash, Dedupe};
 use crate::event::{self, Created, Event, InvoicePaid, Kind, Status, Updated};
+use crate::index::{Index, Keyed};
 use crate::Error;
+use compact_str::CompactString;
+use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-pub(crate) type Map<K, V> = papaya::HashMap<K, V, foldhash::fast::RandomState>;
+/// An identifier (tenant, subscription): inline up to 24 bytes, no allocation.
+pub type Id = CompactString;
+
+type Hasher = foldhash::fast::RandomState;
+pub(crate) type Map<K, V> = papaya::HashMap<K, V, Hasher>;
 
 /// How a table behaves; fixed at creation and carried in snapshots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,14 +110,20 @@ pub(crate) struct Entry {
     pub(crate) period_start: AtomicI64,
     pub(crate) period_end: AtomicI64,
     pub(crate) status: AtomicU8,
+    pub(crate) tenant: Id,
     pub(crate) meta: Mutex<Meta>,
+}
+
+impl Keyed for Entry {
+    fn key(&self) -> &str {
+        &self.tenant
+    }
 }
 
 /// A row's cold fields, with the timestamp of the event that last wrote each
 /// last-writer-wins field.
-#[derive(Clone)]
 pub(crate) struct Meta {
-    pub(crate) subscription_id: Arc<str>,
+    pub(crate) subscription_id: Id,
     /// Index into [`Names`] (plans are shared by many rows).
     pub(crate) plan_id: u32,
     pub(crate) plan_name: u32,
@@ -122,8 +140,8 @@ pub(crate) struct Meta {
 /// Everything about a row, as plain values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BudgetView {
-    pub tenant_id: Arc<str>,
-    pub subscription_id: Arc<str>,
+    pub tenant_id: Id,
+    pub subscription_id: Id,
     pub plan_id: Arc<str>,
     pub plan_name: Arc<str>,
     pub currency: [u8; 3],
@@ -139,8 +157,8 @@ pub struct BudgetView {
 /// Committed spend of one subscription and period, ready to report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageItem {
-    pub tenant_id: Arc<str>,
-    pub subscription_id: Arc<str>,
+    pub tenant_id: Id,
+    pub subscription_id: Id,
     pub period_start: i64,
     pub amount: u64,
 }
@@ -154,8 +172,8 @@ pub struct UsageRecord {
 
 #[derive(Clone)]
 pub(crate) struct Reservation {
-    /// The row held against; `None` for an unknown tenant admitted by `allow_unknown`.
-    pub(crate) tenant: Option<(Arc<str>, Arc<Entry>)>,
+    /// The tenant held against; `None` for an unknown tenant admitted by `allow_unknown`.
+    pub(crate) tenant: Option<Id>,
     pub(crate) amount: u64,
     pub(crate) expires_at: i64,
 }
@@ -168,7 +186,7 @@ pub(crate) struct Parked {
 /// Plan ids and names, stored once and referred to by index from the rows.
 #[derive(Default)]
 pub(crate) struct Names {
-    index: HashMap<Arc<str>, u32, foldhash::fast::RandomState>,
+    index: HashMap<Arc<str>, u32, Hasher>,
     strings: Vec<Arc<str>>,
 }
 
@@ -198,31 +216,100 @@ impl Names {
     }
 }
 
+/// A row of this table's tenant index, held by the writer-side subscription index.
+#[derive(Clone, Copy)]
+struct RowRef(NonNull<Entry>);
+
+// SAFETY: a RowRef points at a row owned by the same table's tenant index, which
+// never removes or moves rows and outlives the writer state holding the RowRef.
+unsafe impl Send for RowRef {}
+
+impl RowRef {
+    fn row(&self) -> &Entry {
+        // SAFETY: see `unsafe impl Send for RowRef`: the row is alive while the table is.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+/// Where a subscription stands.
+pub(crate) enum SubState<'a> {
+    /// It is the subscription this row follows.
+    Current(&'a Entry),
+    /// Its tenant's row follows a newer subscription.
+    Superseded(&'a str),
+    Unknown,
+}
+
+/// Every subscription ever created: the current ones point at their row, the
+/// superseded ones name their tenant. Writer only.
+#[derive(Default)]
+pub(crate) struct Subs {
+    /// Keyed by the row's current `subscription_id`; each slot keeps that id's hash so
+    /// the table can grow without locking rows.
+    current: HashTable<(u64, RowRef)>,
+    pub(crate) superseded: HashMap<Id, Id, Hasher>,
+    hasher: Hasher,
+}
+
+impl Subs {
+    pub(crate) fn get(&self, sub: &str) -> SubState<'_> {
+        let hash = self.hasher.hash_one(sub);
+        let found = self.current.find(hash, |(h, r)| {
+            *h == hash && r.row().meta.lock().subscription_id == sub
+        });
+        match (found, self.superseded.get(sub)) {
+            (Some((_, r)), _) => SubState::Current(r.row()),
+            (None, Some(tenant)) => SubState::Superseded(tenant),
+            (None, None) => SubState::Unknown,
+        }
+    }
+
+    /// Records that `row` now follows `sub`. The caller must not hold the row's meta lock.
+    pub(crate) fn follow(&mut self, sub: &str, row: &Entry) {
+        let hash = self.hasher.hash_one(sub);
+        self.current
+            .insert_unique(hash, (hash, RowRef(NonNull::from(row))), |(h, _)| *h);
+    }
+
+    /// Records that `row` stopped following `sub` (it follows a newer subscription).
+    fn supersede(&mut self, sub: &str, row: &Entry) {
+        let hash = self.hasher.hash_one(sub);
+        if let Ok(slot) = self
+            .current
+            .find_entry(hash, |(h, r)| *h == hash && std::ptr::eq(r.row(), row))
+        {
+            slot.remove();
+        }
+        self.superseded.insert(Id::from(sub), row.tenant.clone());
+    }
+
+    pub(crate) fn reserve(&mut self, rows: usize) {
+        self.current.reserve(rows, |(h, _)| *h);
+    }
+}
+
 /// State only writers touch, under the writer mutex.
 pub(crate) struct Writer {
-    /// Every subscription ever created, current or superseded, and its tenant.
-    pub(crate) subs: HashMap<Arc<str>, Arc<str>, foldhash::fast::RandomState>,
+    pub(crate) subs: Subs,
     pub(crate) dedupe: Dedupe,
     /// Events waiting for their subscription's `subscription.created`, by subscription.
-    pub(crate) parked: HashMap<Arc<str>, Vec<Parked>, foldhash::fast::RandomState>,
+    pub(crate) parked: HashMap<Id, Vec<Parked>, Hasher>,
     pub(crate) parked_count: usize,
     pub(crate) parked_seq: u64,
     /// Usage of closed periods and superseded subscriptions not yet drained.
     pub(crate) journal: Vec<UsageItem>,
-
     pub(crate) drain_seq: u64,
 }
 
 impl Writer {
     pub(crate) fn new(dedupe_window: usize) -> Self {
         Self {
-            subs: HashMap::default(),
+            subs: Subs::default(),
             dedupe: Dedupe::new(dedupe_window),
             parked: HashMap::default(),
             parked_count: 0,
             parked_seq: 0,
             journal: Vec::new(),
-
             drain_seq: 0,
         }
     }
@@ -236,7 +323,7 @@ impl Writer {
 
 pub struct Table {
     pub(crate) config: Config,
-    pub(crate) tenants: Map<Arc<str>, Arc<Entry>>,
+    pub(crate) tenants: Index<Entry>,
     pub(crate) reservations: Map<u64, Reservation>,
     pub(crate) next_reservation: AtomicU64,
     /// A lower bound of the earliest expiry among outstanding reservations.
@@ -266,9 +353,9 @@ fn new_instance_id(seed: i64) -> u64 {
 
 impl Meta {
     /// The cold fields of a row that follows subscription `sub` from its creation.
-    fn created(c: &Created<'_>, ts: i64, names: &mut Names, sub: Arc<str>) -> Self {
+    fn created(c: &Created<'_>, ts: i64, names: &mut Names) -> Self {
         Meta {
-            subscription_id: sub,
+            subscription_id: Id::from(&*c.subscription_id),
             plan_id: names.id(&c.plan_id),
             plan_name: names.id(&c.plan_name),
             currency: c.currency,
@@ -284,6 +371,7 @@ impl Meta {
 
 impl Entry {
     pub(crate) fn new(
+        tenant: Id,
         meta: Meta,
         total: u64,
         period: (i64, i64),
@@ -296,6 +384,7 @@ impl Entry {
             period_start: AtomicI64::new(period.0),
             period_end: AtomicI64::new(period.1),
             status: AtomicU8::new(status as u8),
+            tenant,
             meta: Mutex::new(meta),
         }
     }
@@ -311,24 +400,20 @@ impl Entry {
         if !self.status().may_spend() {
             return Some(Reason::Inactive);
         }
-        if now
-            >= self
-                .period_end
-                .load(Ordering::Relaxed)
-                .saturating_add(grace_us)
-        {
+        let end = self.period_end.load(Ordering::Relaxed);
+        if now >= end.saturating_add(grace_us) {
             return Some(Reason::PeriodEnded);
         }
         None
     }
 
-    fn view(&self, tenant_id: &Arc<str>, names: &Names) -> BudgetView {
+    fn view(&self, names: &Names) -> BudgetView {
         let meta = self.meta.lock();
         let total = self.total.load(Ordering::Acquire);
         let usage = self.usage.load();
         BudgetView {
-            tenant_id: Arc::clone(tenant_id),
-            subscription_id: Arc::clone(&meta.subscription_id),
+            tenant_id: self.tenant.clone(),
+            subscription_id: meta.subscription_id.clone(),
             plan_id: Arc::clone(names.get(meta.plan_id)),
             plan_name: Arc::clone(names.get(meta.plan_name)),
             currency: meta.currency,
@@ -344,13 +429,13 @@ impl Entry {
 
     /// Starts a new period (or a new subscription): zeroes spend, keeps holds, and
     /// journals the spend not yet drained under the subscription and period it belongs to.
-    fn close_period(&self, meta: &mut Meta, tenant: &Arc<str>, journal: &mut Vec<UsageItem>) {
+    fn close_period(&self, meta: &mut Meta, journal: &mut Vec<UsageItem>) {
         let spent = counters::reset_spent(&self.usage);
         let undrained = spent.saturating_sub(meta.drained);
         if undrained > 0 {
             journal.push(UsageItem {
-                tenant_id: Arc::clone(tenant),
-                subscription_id: Arc::clone(&meta.subscription_id),
+                tenant_id: self.tenant.clone(),
+                subscription_id: meta.subscription_id.clone(),
                 period_start: self.period_start.load(Ordering::Relaxed),
                 amount: undrained,
             });
@@ -380,10 +465,7 @@ impl Table {
     ) -> Self {
         Self {
             config,
-            tenants: Map::with_capacity_and_hasher(
-                capacity,
-                foldhash::fast::RandomState::default(),
-            ),
+            tenants: Index::with_capacity(capacity),
             reservations: Map::default(),
             next_reservation: AtomicU64::new(1),
             next_expiry: AtomicI64::new(i64::MAX),
@@ -452,8 +534,7 @@ impl Table {
     ) -> Decision {
         let now = self.clock.now();
         self.expire_due(now);
-        let tenants = self.tenants.pin();
-        let Some(entry) = tenants.get(tenant) else {
+        let Some(entry) = self.tenants.get(tenant) else {
             return self.unknown_tenant();
         };
         let total = entry.total.load(Ordering::Acquire);
@@ -481,10 +562,9 @@ impl Table {
     pub fn reserve(&self, tenant: &str, amount: u64, ttl_us: i64) -> Decision {
         let now = self.clock.now();
         self.expire_due(now);
-        let tenants = self.tenants.pin();
-        let (held_on, mut decision) = match tenants.get_key_value(tenant) {
+        let (held_on, mut decision) = match self.tenants.get(tenant) {
             None => (None, self.unknown_tenant()),
-            Some((key, entry)) => {
+            Some(entry) => {
                 let total = entry.total.load(Ordering::Acquire);
                 let decision = match entry.refusal(now, self.config.grace_us) {
                     Some(reason) => Decision::refuse(reason, entry.usage.load().remaining(total)),
@@ -495,7 +575,7 @@ impl Table {
                         }
                     },
                 };
-                (Some((Arc::clone(key), Arc::clone(entry))), decision)
+                (Some(entry.tenant.clone()), decision)
             }
         };
         if decision.allowed {
@@ -556,12 +636,15 @@ impl Table {
 
     /// Applies the resolution of a reservation this caller removed (if it removed one).
     fn settle(&self, removed: Option<&Reservation>, actual: u64) {
-        if let Some(Reservation {
-            tenant: Some((_, entry)),
+        let Some(Reservation {
+            tenant: Some(tenant),
             amount,
             ..
         }) = removed
-        {
+        else {
+            return;
+        };
+        if let Some(entry) = self.tenants.get(tenant) {
             counters::settle(&entry.usage, *amount, actual);
         }
     }
@@ -598,29 +681,19 @@ impl Table {
         }
     }
 
-    /// Number of outstanding (unexpired, unresolved) reservations.
-    pub fn reservation_count(&self) -> usize {
-        self.expire_due(self.clock.now());
-        self.reservations.len()
-    }
-
     // ---- reading -----------------------------------------------------------------
 
     pub fn budget(&self, tenant: &str) -> Option<BudgetView> {
         self.expire_due(self.clock.now());
-        let tenants = self.tenants.pin();
         let names = self.names.read();
-        tenants
-            .get_key_value(tenant)
-            .map(|(k, e)| e.view(k, &names))
+        self.tenants.get(tenant).map(|e| e.view(&names))
     }
 
     /// Every row, ordered by tenant id.
     pub fn budgets(&self) -> Vec<BudgetView> {
         self.expire_due(self.clock.now());
-        let tenants = self.tenants.pin();
         let names = self.names.read();
-        let mut all: Vec<BudgetView> = tenants.iter().map(|(k, e)| e.view(k, &names)).collect();
+        let mut all: Vec<BudgetView> = self.tenants.iter().map(|e| e.view(&names)).collect();
         all.sort_unstable_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         all
     }
@@ -649,24 +722,23 @@ impl Table {
         if let Kind::Created(c) = &ev.kind {
             return self.apply_created(w, ev.ts, c);
         }
-        let Some(tenant) = w.subs.get(sub) else {
-            return self.park(w, sub, raw);
+        let entry = match w.subs.get(sub) {
+            SubState::Unknown => return self.park(w, sub, raw),
+            SubState::Superseded(tenant) => {
+                // The tenant's row follows a newer subscription: nothing to do.
+                if let Some(customer) = ev.kind.customer() {
+                    check_customer(sub, tenant, customer)?;
+                }
+                return Ok(Outcome::Stale);
+            }
+            SubState::Current(entry) => entry,
         };
-        let tenant = Arc::clone(tenant);
         if let Some(customer) = ev.kind.customer() {
-            check_customer(sub, &tenant, customer)?;
+            check_customer(sub, &entry.tenant, customer)?;
         }
-        let tenants = self.tenants.pin();
-        let Some(entry) = tenants
-            .get(&*tenant)
-            .filter(|e| &*e.meta.lock().subscription_id == sub)
-        else {
-            // A superseded subscription of the tenant: the row follows a newer one.
-            return Ok(Outcome::Stale);
-        };
         let changed = match &ev.kind {
             Kind::Updated(u) => apply_update(entry, &mut self.names.write(), ev.ts, u),
-            Kind::InvoicePaid(p) => apply_paid(entry, w, &tenant, p),
+            Kind::InvoicePaid(p) => apply_paid(entry, &mut w.journal, p),
             Kind::PaymentFailed(_) => {
                 let mut meta = entry.meta.lock();
                 let newer = lww(&mut meta.status_ts, ev.ts, true);
@@ -697,71 +769,77 @@ impl Table {
             seq: w.parked_seq,
             raw: raw.into(),
         };
-        match w.parked.get_mut(sub) {
-            Some(list) => list.push(parked),
-            None => {
-                w.parked.insert(Arc::from(sub), vec![parked]);
-            }
-        }
+        w.parked.entry(Id::from(sub)).or_default().push(parked);
         w.parked_count += 1;
         Ok(Outcome::Parked)
     }
 
     fn apply_created(&self, w: &mut Writer, ts: i64, c: &Created<'_>) -> Result<Outcome, Error> {
-        let tenants = self.tenants.pin();
-        if let Some(tenant) = w.subs.get(&*c.subscription_id) {
-            check_customer(&c.subscription_id, tenant, &c.customer_id)?;
-            let entry = tenants
-                .get(&**tenant)
-                .filter(|e| *e.meta.lock().subscription_id == *c.subscription_id);
-            let Some(entry) = entry else {
-                return Ok(Outcome::Stale);
-            };
-            let changed = merge_known(entry, &mut self.names.write(), ts, c)?;
-            return Ok(if changed {
-                Outcome::Applied
-            } else {
-                Outcome::Stale
-            });
-        }
-        let sub: Arc<str> = Arc::from(&*c.subscription_id);
-        let outcome = match tenants.get_key_value(&*c.customer_id) {
-            None => {
-                let tenant: Arc<str> = Arc::from(&*c.customer_id);
-                let meta = Meta::created(c, ts, &mut self.names.write(), Arc::clone(&sub));
-                let period = (c.period_start, c.period_end);
-                let entry = Arc::new(Entry::new(
-                    meta,
-                    c.total,
-                    period,
-                    c.status,
-                    Usage::default(),
-                ));
-                tenants.insert(Arc::clone(&tenant), entry);
-                w.subs.insert(Arc::clone(&sub), tenant);
-                Outcome::Applied
-            }
-            Some((tenant, entry)) => {
-                let tenant = Arc::clone(tenant);
-                let mut meta = entry.meta.lock();
-                // The row follows the newest subscription.created (ties: the larger id).
-                let newer = (ts, &*sub) > (meta.created_ts, &*meta.subscription_id);
-                w.subs.insert(Arc::clone(&sub), Arc::clone(&tenant));
-                if newer {
-                    entry.close_period(&mut meta, &tenant, &mut w.journal);
-                    *meta = Meta::created(c, ts, &mut self.names.write(), Arc::clone(&sub));
-                    entry.total.store(c.total, Ordering::Release);
-                    entry.status.store(c.status as u8, Ordering::Relaxed);
-                    entry.set_period(c.period_start, c.period_end);
+        match w.subs.get(&c.subscription_id) {
+            SubState::Current(entry) => {
+                check_customer(&c.subscription_id, &entry.tenant, &c.customer_id)?;
+                let changed = merge_known(entry, &mut self.names.write(), ts, c)?;
+                return Ok(if changed {
                     Outcome::Applied
                 } else {
-                    w.unpark(&sub);
-                    return Ok(Outcome::Stale);
-                }
+                    Outcome::Stale
+                });
+            }
+            SubState::Superseded(tenant) => {
+                check_customer(&c.subscription_id, tenant, &c.customer_id)?;
+                return Ok(Outcome::Stale);
+            }
+            SubState::Unknown => {}
+        }
+        let period = (c.period_start, c.period_end);
+        let Some(entry) = self.tenants.get(&c.customer_id) else {
+            let meta = Meta::created(c, ts, &mut self.names.write());
+            let row = Entry::new(
+                Id::from(&*c.customer_id),
+                meta,
+                c.total,
+                period,
+                c.status,
+                Usage::default(),
+            );
+            let entry = self
+                .tenants
+                .insert(row)
+                .unwrap_or_else(|_| unreachable!("the tenant was absent"));
+            w.subs.follow(&c.subscription_id, entry);
+            self.replay_parked(w, &c.subscription_id);
+            return Ok(Outcome::Applied);
+        };
+        // The row follows the newest subscription.created (ties: the larger id).
+        let previous = {
+            let mut meta = entry.meta.lock();
+            if (ts, &*c.subscription_id) <= (meta.created_ts, meta.subscription_id.as_str()) {
+                None
+            } else {
+                entry.close_period(&mut meta, &mut w.journal);
+                let previous =
+                    std::mem::replace(&mut *meta, Meta::created(c, ts, &mut self.names.write()));
+                entry.total.store(c.total, Ordering::Release);
+                entry.status.store(c.status as u8, Ordering::Relaxed);
+                entry.set_period(period.0, period.1);
+                Some(previous.subscription_id)
             }
         };
-        self.replay_parked(w, &sub);
-        Ok(outcome)
+        match previous {
+            Some(old) => {
+                w.subs.supersede(&old, entry);
+                w.subs.follow(&c.subscription_id, entry);
+                self.replay_parked(w, &c.subscription_id);
+                Ok(Outcome::Applied)
+            }
+            None => {
+                w.subs
+                    .superseded
+                    .insert(Id::from(&*c.subscription_id), entry.tenant.clone());
+                w.unpark(&c.subscription_id);
+                Ok(Outcome::Stale)
+            }
+        }
     }
 
     /// Applies, in arrival order, the events that waited for `sub` to be created.
@@ -780,14 +858,13 @@ impl Table {
     pub fn drain_usage(&self) -> Vec<UsageRecord> {
         let mut w = self.writer.lock();
         let mut items = std::mem::take(&mut w.journal);
-        let tenants = self.tenants.pin();
-        for (tenant, entry) in &tenants {
+        for entry in self.tenants.iter() {
             let mut meta = entry.meta.lock();
             let spent = entry.usage.load().spent;
             if spent > meta.drained {
                 items.push(UsageItem {
-                    tenant_id: Arc::clone(tenant),
-                    subscription_id: Arc::clone(&meta.subscription_id),
+                    tenant_id: entry.tenant.clone(),
+                    subscription_id: meta.subscription_id.clone(),
                     period_start: entry.period_start.load(Ordering::Relaxed),
                     amount: spent - meta.drained,
                 });
@@ -886,12 +963,12 @@ fn apply_update(entry: &Entry, names: &mut Names, ts: i64, u: &Updated<'_>) -> b
 }
 
 /// `invoice.paid` opens a period only if it is newer than the row's; then spend resets.
-fn apply_paid(entry: &Entry, w: &mut Writer, tenant: &Arc<str>, p: &InvoicePaid<'_>) -> bool {
+fn apply_paid(entry: &Entry, journal: &mut Vec<UsageItem>, p: &InvoicePaid<'_>) -> bool {
     if p.period_start <= entry.period_start.load(Ordering::Relaxed) {
         return false;
     }
     let mut meta = entry.meta.lock();
-    entry.close_period(&mut meta, tenant, &mut w.journal);
+    entry.close_period(&mut meta, journal);
     entry.set_period(p.period_start, p.period_end);
     true
 }

@@ -812,13 +812,14 @@ impl Table {
         };
         // The row follows the newest subscription.created (ties: the larger id).
         let previous = {
+            // Lock order everywhere: names, then a row's meta.
+            let mut names = self.names.write();
             let mut meta = entry.meta.lock();
             if (ts, &*c.subscription_id) <= (meta.created_ts, meta.subscription_id.as_str()) {
                 None
             } else {
                 entry.close_period(&mut meta, &mut w.journal);
-                let previous =
-                    std::mem::replace(&mut *meta, Meta::created(c, ts, &mut self.names.write()));
+                let previous = std::mem::replace(&mut *meta, Meta::created(c, ts, &mut names));
                 entry.total.store(c.total, Ordering::Release);
                 entry.status.store(c.status as u8, Ordering::Relaxed);
                 entry.set_period(period.0, period.1);
@@ -1165,6 +1166,46 @@ mod tests {
         assert_eq!(granted, 100_000, "exactly total / amount grants");
         let b = t.budget("cus_1").unwrap();
         assert_eq!((b.spent, b.reserved, b.remaining), (100_000_000, 0, 0));
+    }
+
+    /// Readers (names, then a row) against writers switching subscriptions: the lock
+    /// order must agree, or this deadlocks.
+    #[test]
+    fn reads_while_subscriptions_switch() {
+        let t = Arc::new(table_at("2025-12-01T00:00:00Z"));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                let (t, stop) = (Arc::clone(&t), Arc::clone(&stop));
+                s.spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        assert!(t.budgets().len() <= 3);
+                        t.budget("cus_1");
+                    }
+                });
+            }
+            for i in 0..3_000 {
+                let ts = format!("2025-11-28T10:{:02}:{:02}Z", i / 60 % 60, i % 60);
+                let ts = format!("{}.{:03}Z", &ts[..19], i / 3600);
+                let ev = created(
+                    &format!("e{i}"),
+                    &ts,
+                    &format!("sub_{i}"),
+                    &format!("cus_{}", i % 3),
+                    "1",
+                    "2025-11-28T10:00:00Z",
+                    "2025-12-28T10:00:00Z",
+                );
+                t.apply(ev.as_bytes()).unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        let subs: Vec<String> = t
+            .budgets()
+            .into_iter()
+            .map(|b| b.subscription_id.to_string())
+            .collect();
+        assert_eq!(subs, ["sub_2997", "sub_2998", "sub_2999"]);
     }
 
     #[test]

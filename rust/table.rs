@@ -1000,6 +1000,19 @@ mod tests {
         )
     }
 
+    /// The event specification's subscription.created, shortened.
+    fn seed_created() -> String {
+        created(
+            "e1",
+            "2025-11-28T10:00:00Z",
+            "sub_1",
+            "cus_1",
+            "100.00",
+            "2025-11-28T10:00:00Z",
+            "2025-12-28T10:00:00Z",
+        )
+    }
+
     fn table_at(now: &str) -> Table {
         let t = Table::new(Config::default());
         t.set_clock(Some(event::parse_time("now", now).unwrap()));
@@ -1008,15 +1021,7 @@ mod tests {
 
     fn seeded() -> Table {
         let t = table_at("2025-12-01T00:00:00Z");
-        let ev = created(
-            "e1",
-            "2025-11-28T10:00:00Z",
-            "sub_1",
-            "cus_1",
-            "100.00",
-            "2025-11-28T10:00:00Z",
-            "2025-12-28T10:00:00Z",
-        );
+        let ev = seed_created();
         assert_eq!(t.apply(ev.as_bytes()), Ok(Outcome::Applied));
         t
     }
@@ -1031,15 +1036,7 @@ mod tests {
             (false, Reason::InsufficientBudget, 40_000_000)
         );
         assert_eq!(t.check("nobody", 1).reason, Reason::UnknownTenant);
-        let again = created(
-            "e1",
-            "2025-11-28T10:00:00Z",
-            "sub_1",
-            "cus_1",
-            "100.00",
-            "2025-11-28T10:00:00Z",
-            "2025-12-28T10:00:00Z",
-        );
+        let again = seed_created();
         assert_eq!(t.apply(again.as_bytes()), Ok(Outcome::Duplicate));
         assert_eq!(t.budget("cus_1").unwrap().spent, 60_000_000);
     }
@@ -1219,15 +1216,7 @@ mod tests {
         r.set_clock(Some(t.clock.now()));
         assert_eq!(r.budget("cus_1"), t.budget("cus_1"));
         r.commit(id, 5).unwrap();
-        let again = created(
-            "e1",
-            "2025-11-28T10:00:00Z",
-            "sub_1",
-            "cus_1",
-            "100.00",
-            "2025-11-28T10:00:00Z",
-            "2025-12-28T10:00:00Z",
-        );
+        let again = seed_created();
         assert_eq!(r.apply(again.as_bytes()), Ok(Outcome::Duplicate));
         for cut in [0, 5, 12, bytes.len() / 2, bytes.len() - 1] {
             assert!(matches!(

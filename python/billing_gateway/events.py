@@ -125,9 +125,9 @@ class RoutingPolicyDeletedData(msgspec.Struct, frozen=True):
     policy_id: Id
 
 
-class _Envelope(
-    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="event_type"
-):
+class _EnvelopeFields(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The envelope every event shares, besides ``event_type`` and ``data``."""
+
     event_id: Id
     timestamp: UtcDatetime
     tenant_id: Id | None = None
@@ -135,6 +135,8 @@ class _Envelope(
     causation_id: Id | None = None
     version: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
+
+class _Envelope(_EnvelopeFields, frozen=True, kw_only=True, tag_field="event_type"):
     @property
     def event_type(self) -> str:
         tag = self.__struct_config__.tag
@@ -170,17 +172,11 @@ class UsageReported(_Envelope, frozen=True, kw_only=True, tag="usage.reported"):
     data: UsageRecord
 
 
-class UnknownEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class UnknownEvent(_EnvelopeFields, frozen=True, kw_only=True):
     """An event whose type this version does not know; kept whole, skipped by the gateway."""
 
-    event_id: Id
     event_type: str
-    timestamp: UtcDatetime
     data: dict[str, Any]
-    tenant_id: Id | None = None
-    correlation_id: Id | None = None
-    causation_id: Id | None = None
-    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 Event = (

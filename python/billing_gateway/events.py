@@ -110,9 +110,7 @@ class InvoicePaidData(msgspec.Struct, frozen=True):
 
     def __post_init__(self) -> None:
         _check_amount("amount_paid", self.amount_paid)
-        _check_period(
-            "new_period_start", self.new_period_start, "new_period_end", self.new_period_end
-        )
+        _check_period("new_period_start", self.new_period_start, "new_period_end", self.new_period_end)
 
 
 class InvoicePaymentFailedData(msgspec.Struct, frozen=True):

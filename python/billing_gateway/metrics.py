@@ -1,0 +1,73 @@
+"""Prometheus metrics of a consumer and its gateway, read at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .consumer import EventConsumer
+from .models import ApplyOutcome
+
+__all__ = ["ConsumerCollector", "registry_for"]
+
+
+class ConsumerCollector(Collector):
+    def __init__(self, consumer: EventConsumer) -> None:
+        self.consumer = consumer
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.consumer
+        events = CounterMetricFamily(
+            "billing_gateway_events", "Events applied, by outcome", labels=["outcome"]
+        )
+        for outcome in ApplyOutcome:
+            events.add_metric([outcome.value], c.outcomes[outcome])
+        yield events
+        dead = CounterMetricFamily(
+            "billing_gateway_dead_letters",
+            "Messages copied to the dead-letter subject",
+            labels=["kind"],
+        )
+        for kind in ("oversized", "invalid_event", "parking_full", "rejected", "internal"):
+            dead.add_metric([kind], c.dead_lettered[kind])
+        yield dead
+        yield CounterMetricFamily(
+            "billing_gateway_dead_letter_failures",
+            "Dead-letter publishes that failed",
+            value=c.dlq_failures,
+        )
+        yield CounterMetricFamily(
+            "billing_gateway_consumer_rebuilds",
+            "Times the stream consumer was re-created",
+            value=c.consumer_rebuilds,
+        )
+        yield CounterMetricFamily("billing_gateway_snapshots", "Snapshots written", value=c.snapshots_written)
+        gauges = {
+            "billing_gateway_cursor": ("Stream sequence of the last applied message", c.cursor),
+            "billing_gateway_consumer_lag": ("Stream messages not yet applied", c.lag or 0),
+            "billing_gateway_consumer_staleness_seconds": (
+                "Age of the last applied event",
+                c.staleness_s or 0.0,
+            ),
+            "billing_gateway_consumer_gap": (
+                "1 when events after the cursor are gone",
+                int(c.gap_detected),
+            ),
+            "billing_gateway_consumer_connected": ("1 when connected to NATS", int(c.connected)),
+            "billing_gateway_consumer_current": (
+                "1 when caught up with no gap",
+                int(c.is_current()),
+            ),
+            "billing_gateway_tenants": ("Rows in the budget table", len(c.gateway)),
+        }
+        for name, (doc, value) in gauges.items():
+            yield GaugeMetricFamily(name, doc, value=value)
+
+
+def registry_for(consumer: EventConsumer) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(ConsumerCollector(consumer))
+    return registry

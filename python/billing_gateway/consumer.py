@@ -31,6 +31,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from .errors import BillingGatewayError, InvalidEvent, ParkingFull
 from .gateway import Gateway
@@ -175,13 +176,14 @@ class EventConsumer:
         self._nc = await nats.connect(
             self.nats_url,
             name=self.name,
-            max_reconnect_attempts=-1,
+            max_reconnect_attempts=2,  # fail start() clearly when NATS is not there ...
             reconnect_time_wait=0.25,
             connect_timeout=2,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
             error_cb=self._on_error,
         )
+        self._nc.options["max_reconnect_attempts"] = -1  # ... but once connected, never give up
         self._connected = True
         self._js = self._nc.jetstream(timeout=5.0)
         await ensure_stream(self._js, self.stream, self.subjects, self.stream_settings)
@@ -396,13 +398,19 @@ class EventConsumer:
                 "%d..%d are gone (retention). The table is NOT current; rebuild it from billing.",
                 self.stream, first, self.cursor, self.cursor + 1, first - 1,
             )  # fmt: skip
-        if self._consumer_name is not None:
+        try:
+            assert self._consumer_name is not None
             consumer = await self._js.consumer_info(self.stream, self._consumer_name)
-            # Not yet delivered, plus delivered (or in flight) but not yet applied.
-            delivered = consumer.delivered.stream_seq if consumer.delivered else 0
-            self._lag = (consumer.num_pending or 0) + max(0, (delivered or 0) - self.cursor)
-            if self._lag == 0:
-                self._caught_up_once = True
+        except (AssertionError, NotFoundError):
+            # Our consumer is gone (the server restarted): measure against the stream, rebuild.
+            self._lag = max(0, info.state.last_seq - self.cursor)
+            self._schedule_rebuild("consumer not found")
+            return
+        # Not yet delivered, plus delivered (or in flight) but not yet applied.
+        delivered = consumer.delivered.stream_seq if consumer.delivered else 0
+        self._lag = (consumer.num_pending or 0) + max(0, (delivered or 0) - self.cursor)
+        if self._lag == 0:
+            self._caught_up_once = True
 
     def clear_gap(self) -> None:
         """Declares the gap repaired (after the table was rebuilt from billing)."""
@@ -423,6 +431,7 @@ class EventConsumer:
 
     async def _on_disconnected(self) -> None:
         self._connected = False
+        self._lag = None  # unknown until measured again
         if not self._stopping:
             log.warning("disconnected from NATS; reconnecting")
 

@@ -128,8 +128,7 @@ def test_per_field_last_writer_wins_with_partial_updates(gw: Gateway) -> None:
     # Arrive out of order: t3 (budget), t1 (plan + budget + name), t2 (status).
     assert gw.apply(updated(new_total_budget="300", ts=t3)) is A.APPLIED
     assert (
-        gw.apply(updated(new_plan_id="plan_x", new_plan_name="X", new_total_budget="1", ts=t1))
-        is A.APPLIED
+        gw.apply(updated(new_plan_id="plan_x", new_plan_name="X", new_total_budget="1", ts=t1)) is A.APPLIED
     ), "plan fields are newer than the creation even though the budget is not"
     assert gw.apply(updated(status="canceled", ts=t2)) is A.APPLIED
     b = gw.budget("cus_1")

@@ -11,14 +11,13 @@ from typing import Any
 
 import nats
 import pytest
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
-
 from billing_gateway import ApplyOutcome, Gateway, to_micros
 from billing_gateway.consumer import EventConsumer
 from billing_gateway.natsd import EmbeddedNats
 from billing_gateway.snapshots import SnapshotStore
 from billing_gateway.stream import DLQ_STREAM, StreamSettings, ensure_stream, publish_event
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 
 from .conftest import NOW, START, created, event, paid, payment_failed, pin, updated
 
@@ -142,7 +141,9 @@ def test_poison_messages_land_in_the_dead_letter_stream(server: EmbeddedNats) ->
     run(body)
 
 
-def test_restart_from_a_snapshot_resumes_exactly_after_its_cursor(server: EmbeddedNats, tmp_path: Path) -> None:
+def test_restart_from_a_snapshot_resumes_exactly_after_its_cursor(
+    server: EmbeddedNats, tmp_path: Path
+) -> None:
     async def body() -> None:
         store = SnapshotStore(tmp_path / "gw.snap")
         nc, js = await connect(server)

@@ -301,9 +301,7 @@ def updated_events(draw: st.DrawFn) -> Ev:
     if draw(st.booleans()):
         wire["customer_id"] = SUBS[sub]
     eid = f"u{next(_ids)}"
-    return Ev(
-        "updated", eid, micros(ts), sub, model_fields, updated(sub, ts=ts, event_id=eid, **wire)
-    )
+    return Ev("updated", eid, micros(ts), sub, model_fields, updated(sub, ts=ts, event_id=eid, **wire))
 
 
 @st.composite
@@ -319,9 +317,7 @@ def paid_events(draw: st.DrawFn) -> Ev:
 def failed_events(draw: st.DrawFn) -> Ev:
     sub, ts = draw(subs), draw(times)
     eid = f"f{next(_ids)}"
-    return Ev(
-        "failed", eid, micros(ts), sub, {}, payment_failed(sub, SUBS[sub], ts=ts, event_id=eid)
-    )
+    return Ev("failed", eid, micros(ts), sub, {}, payment_failed(sub, SUBS[sub], ts=ts, event_id=eid))
 
 
 any_event = st.one_of(created_events(), updated_events(), paid_events(), failed_events())
@@ -351,9 +347,7 @@ class GatewayMachine(RuleBasedStateMachine):
         how=st.sampled_from(["try_spend", "spend", "check"]),
     )
     def spend(self, tenant: str, amount: int, how: str) -> None:
-        allowed, reason, remaining = self.model.admit(
-            tenant, amount, None if how == "check" else "spend"
-        )
+        allowed, reason, remaining = self.model.admit(tenant, amount, None if how == "check" else "spend")
         if how == "try_spend":
             assert self.gw.try_spend(tenant, amount) is allowed
             return
@@ -412,8 +406,7 @@ class GatewayMachine(RuleBasedStateMachine):
     @rule()
     def drain(self) -> None:
         got = sorted(
-            (u.tenant_id, u.subscription_id, micros(u.period_start), u.amount)
-            for u in self.gw.drain_usage()
+            (u.tenant_id, u.subscription_id, micros(u.period_start), u.amount) for u in self.gw.drain_usage()
         )
         assert got == self.model.drain()
 

@@ -39,10 +39,7 @@ def test_round_trip_with_reservations_dedupe_parked_and_journal() -> None:
     # Superseded subscriptions are still known as such.
     assert restored.apply(updated("sub_0", new_total_budget="1")) is ApplyOutcome.STALE
     # Parked events survived, and apply when their subscription arrives.
-    assert (
-        restored.apply(created("sub_parked", "cus_3", ts=NOW - timedelta(days=1)))
-        is ApplyOutcome.APPLIED
-    )
+    assert restored.apply(created("sub_parked", "cus_3", ts=NOW - timedelta(days=1))) is ApplyOutcome.APPLIED
     assert restored.budget("cus_3").total == to_micros(1)  # type: ignore[union-attr]
     # Reservations survived, with their ids and expiries.
     assert held.reservation_id is not None and held_unknown.reservation_id is not None

@@ -82,9 +82,7 @@ def test_bad_constructor_arguments() -> None:
         Gateway(86400)  # type: ignore[misc]
 
 
-@pytest.mark.parametrize(
-    "status", ["canceled", "unpaid", "paused", "incomplete", "incomplete_expired"]
-)
+@pytest.mark.parametrize("status", ["canceled", "unpaid", "paused", "incomplete", "incomplete_expired"])
 def test_inactive_statuses_refuse(gw: Gateway, status: str) -> None:
     gw.apply(updated(status=status))
     d = gw.spend("cus_1", 1)

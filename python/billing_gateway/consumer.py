@@ -115,8 +115,7 @@ class EventConsumer:
         self._expected_cseq = 1
         self._last_activity = time.monotonic()
         self._snapshot_cursor = self.cursor
-        self._last_snapshot = time.monotonic()
-        self._watchdog: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._rebuilding = asyncio.Lock()
         self._thread: threading.Thread | None = None
         self._thread_stop: Callable[[], None] | None = None
@@ -191,15 +190,17 @@ class EventConsumer:
             await ensure_dlq_stream(self._js)
         await self._rebuild("start")
         await self._refresh()
-        self._watchdog = asyncio.create_task(self._watch(), name="billing-gateway-watchdog")
+        self._tasks = [asyncio.create_task(self._watch(), name="billing-gateway-watchdog")]
+        if self.snapshots is not None and self.snapshot_every_s:
+            self._tasks.append(asyncio.create_task(self._snapshot_loop(), name="billing-gateway-snapshots"))
 
     async def stop(self) -> None:
         """Finishes the message in hand, writes a final snapshot, drains the connection."""
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
-            self._watchdog = None
+                await task
+        self._tasks = []
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.drain()  # type: ignore[no-untyped-call]
@@ -380,7 +381,6 @@ class EventConsumer:
                         await self._rebuild("missed heartbeats")
                 else:
                     await self._refresh()
-                self._snapshot()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -416,18 +416,26 @@ class EventConsumer:
         """Declares the gap repaired (after the table was rebuilt from billing)."""
         self.gap_detected = False
 
+    async def _snapshot_loop(self) -> None:
+        assert self.snapshot_every_s
+        while True:
+            await asyncio.sleep(self.snapshot_every_s)
+            try:
+                self._snapshot()
+            except OSError as exc:
+                log.error("could not write the snapshot: %s", exc)
+
     def _snapshot(self, force: bool = False) -> None:
+        """Writes a snapshot if anything was applied since the last one. Runs on the event
+        loop between messages, so the snapshot and its cursor always agree."""
         if self.snapshots is None:
             return
-        due = self.snapshot_every_s is not None and (
-            time.monotonic() - self._last_snapshot >= self.snapshot_every_s
-        )
-        if (force or due) and self.cursor != self._snapshot_cursor:
-            size = self.snapshots.save(self.gateway, self.cursor)
-            self.snapshots_written += 1
-            self._snapshot_cursor = self.cursor
-            log.debug("snapshot at cursor %d (%d bytes)", self.cursor, size)
-        self._last_snapshot = time.monotonic()
+        if self.cursor == self._snapshot_cursor and (not force or self.snapshots.path.exists()):
+            return
+        size = self.snapshots.save(self.gateway, self.cursor)
+        self.snapshots_written += 1
+        self._snapshot_cursor = self.cursor
+        log.debug("snapshot at cursor %d (%d bytes)", self.cursor, size)
 
     async def _on_disconnected(self) -> None:
         self._connected = False

@@ -76,9 +76,7 @@ class RedisLuaBudgets:
         self.sha = self.client.script_load(CHECK_AND_DEBIT_LUA)
 
     def set_total(self, tenant_id: str, total: int) -> None:
-        self.client.hset(
-            self.prefix + tenant_id, mapping={"spent": 0, "reserved": 0, "total": total}
-        )
+        self.client.hset(self.prefix + tenant_id, mapping={"spent": 0, "reserved": 0, "total": total})
 
     def try_spend(self, tenant_id: str, amount: int) -> bool:
         return self.client.evalsha(self.sha, 1, self.prefix + tenant_id, amount) == 1  # type: ignore[no-untyped-call]

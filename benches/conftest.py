@@ -19,6 +19,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     groups: dict[str, dict[str, Any]] = {}
     for bench in session.benchmarks:
+        if not bench.stats or not bench.stats.data:
+            continue  # it failed before measuring
         group, _, role = bench.name.removeprefix("test_").partition("__")
         groups.setdefault(group, {})[role or bench.name] = bench
     write = terminalreporter.write_line
@@ -32,9 +34,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             parts = [f"{median * 1e9:12.1f} ns  {role:<28}"]
             if not role.startswith("baseline_"):
                 for base_role, base in baselines.items():
-                    parts.append(
-                        f"{median / base.stats.median:8.3f}x {base_role.removeprefix('baseline_')}"
-                    )
+                    parts.append(f"{median / base.stats.median:8.3f}x {base_role.removeprefix('baseline_')}")
             write("    " + "  ".join(parts))
             for key, value in bench.extra_info.items():
                 write(f"        {key}: {value}")

@@ -8,6 +8,7 @@ pub mod counters;
 pub mod dedupe;
 pub mod event;
 pub mod index;
+pub mod jetstream;
 pub mod money;
 pub mod snapshot;
 pub mod table;

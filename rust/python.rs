@@ -437,6 +437,13 @@ fn budget_object(py: Python<'_>, b: &BudgetView) -> PyResult<Py<PyAny>> {
     Ok(models(py)?.budget.bind(py).call1(args)?.unbind())
 }
 
+/// `(stream_seq, consumer_seq, timestamp_ns, pending)` from a JetStream message's reply
+/// subject if `consumer` delivered it, else `None` (heartbeats, flow control, others).
+#[pyfunction]
+fn ack_info(reply: &str, consumer: &str) -> Option<(u64, u64, i64, u64)> {
+    crate::jetstream::ack_info(reply, consumer)
+}
+
 /// The floor for benchmarks: a method with `try_spend`'s signature that does nothing.
 #[pyclass(frozen, module = "billing_gateway._core")]
 pub struct NoOp;
@@ -458,5 +465,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Gateway>()?;
     m.add_class::<PyDecision>()?;
     m.add_class::<NoOp>()?;
+    m.add_function(wrap_pyfunction!(ack_info, m)?)?;
     Ok(())
 }

@@ -5,7 +5,7 @@ from typing import final
 from .events import Event, UnknownEvent
 from .models import ApplyOutcome, Budget, Reason, UsageRecord
 
-__all__ = ["Decision", "Gateway", "NoOp"]
+__all__ = ["Decision", "Gateway", "NoOp", "ack_info"]
 
 @final
 class Decision:
@@ -57,3 +57,5 @@ class Gateway:
 class NoOp:
     def __new__(cls) -> NoOp: ...
     def try_spend(self, tenant_id: str, amount: int) -> bool: ...
+
+def ack_info(reply: str, consumer: str) -> tuple[int, int, int, int] | None: ...

@@ -23,7 +23,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import nats
 from nats.aio.client import Client as NATS
@@ -34,7 +33,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from .errors import BillingGatewayError, InvalidEvent, ParkingFull
-from .gateway import Gateway
+from .gateway import Gateway, ack_info
 from .models import ApplyOutcome
 from .snapshots import SnapshotStore
 from .stream import (
@@ -52,6 +51,28 @@ __all__ = ["DEFAULT_MAX_PAYLOAD", "EventConsumer"]
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PAYLOAD = 64 * 1024
+_OUTCOMES = tuple(ApplyOutcome)
+_OUTCOME_INDEX = {id(o): i for i, o in enumerate(_OUTCOMES)}  # identity: no Enum hashing per event
+
+
+class _Oversized(Exception):
+    pass
+
+
+def _dead_letter_kind(exc: Exception) -> tuple[str, str]:
+    """The dead-letter kind and reason for what applying a message raised."""
+    if isinstance(exc, _Oversized):
+        return "oversized", str(exc)
+    if isinstance(exc, InvalidEvent):
+        return "invalid_event", str(exc)
+    if isinstance(exc, ParkingFull):
+        return "parking_full", str(exc)
+    if isinstance(exc, BillingGatewayError):
+        return "rejected", f"{type(exc).__name__}: {exc}"
+    log.error("unexpected error applying an event", exc_info=exc)  # never stops the stream
+    return "internal", f"{type(exc).__name__}: {exc}"
+
+
 _MISSED_HEARTBEATS = 3
 
 
@@ -77,7 +98,10 @@ class EventConsumer:
         heartbeat_s: float = 1.0,
         stream_settings: StreamSettings | None = None,
         name: str = "billing-gateway",
+        on_applied: Callable[[int, ApplyOutcome | None], None] | None = None,
     ) -> None:
+        """``on_applied(stream_sequence, outcome)`` runs after each message, on the consumer's
+        event loop (``outcome`` is None for a dead-lettered message); keep it quick."""
         if max_payload <= 0 or heartbeat_s <= 0:
             raise ValueError("max_payload and heartbeat_s must be positive")
         self.gateway = gateway
@@ -91,10 +115,12 @@ class EventConsumer:
         self.heartbeat_s = heartbeat_s
         self.stream_settings = stream_settings
         self.name = name
+        self.on_applied = on_applied
+        self._apply = gateway.apply
 
         self.cursor = gateway.cursor
         """The stream sequence of the last message applied (or dead-lettered)."""
-        self.outcomes: Counter[ApplyOutcome] = Counter()
+        self._tally = [0] * len(_OUTCOMES)
         self.dead_lettered: Counter[str] = Counter()
         """Dead-lettered messages by kind: oversized, invalid_event, parking_full, internal."""
         self.dlq_failures = 0
@@ -104,7 +130,7 @@ class EventConsumer:
         self.snapshots_written = 0
 
         self._lag: int | None = None
-        self._last_event_at: datetime | None = None
+        self._last_event_ns: int | None = None
         self._caught_up_once = False
         self._connected = False
         self._stopping = False
@@ -112,7 +138,7 @@ class EventConsumer:
         self._js: JetStreamContext | None = None
         self._sub: Subscription | None = None
         self._consumer_name: str | None = None
-        self._expected_cseq = 1
+        self._delivered = 0
         self._last_activity = time.monotonic()
         self._snapshot_cursor = self.cursor
         self._tasks: list[asyncio.Task[None]] = []
@@ -126,6 +152,11 @@ class EventConsumer:
         resuming the stream right after the snapshot's cursor."""
         return cls(snapshots.load_or_new(), nats_url, snapshots=snapshots, **options)  # type: ignore[arg-type]
 
+    @property
+    def outcomes(self) -> Counter[ApplyOutcome]:
+        """Events applied so far, by outcome."""
+        return Counter({o: n for o, n in zip(_OUTCOMES, self._tally, strict=True) if n})
+
     # ---- freshness -------------------------------------------------------------------
 
     @property
@@ -136,9 +167,9 @@ class EventConsumer:
     @property
     def staleness_s(self) -> float | None:
         """Age of the last applied event (by its stream timestamp), in seconds."""
-        if self._last_event_at is None:
+        if self._last_event_ns is None:
             return None
-        return max(0.0, (datetime.now(UTC) - self._last_event_at).total_seconds())
+        return max(0.0, time.time() - self._last_event_ns / 1e9)
 
     @property
     def connected(self) -> bool:
@@ -286,7 +317,7 @@ class EventConsumer:
             )
             # Named before it exists: messages still arriving from the old one are ignored.
             self._consumer_name = config.name
-            self._expected_cseq = 1
+            self._delivered = 0
             self._last_activity = time.monotonic()
             await self._js.add_consumer(self.stream, config)
             if why != "start":
@@ -294,52 +325,48 @@ class EventConsumer:
                 log.warning("consumer re-created from stream sequence %d (%s)", self.cursor + 1, why)
 
     async def _on_message(self, msg: Msg) -> None:
-        self._last_activity = time.monotonic()
-        headers = msg.headers or {}
-        if not msg.data and headers.get("Status") == "100":
-            if msg.reply:  # flow control: the server waits for this answer
-                await msg.respond(b"")
-            last = headers.get("Nats-Last-Consumer")
-            if last is not None and int(last) != self._expected_cseq - 1:
-                self._schedule_rebuild("deliveries missed before a heartbeat")
-            return
-        meta = msg.metadata
-        if meta.consumer != self._consumer_name:
-            return  # from a consumer this one replaced
-        if meta.sequence.consumer != self._expected_cseq:
-            self._schedule_rebuild(
-                f"consumer sequence {meta.sequence.consumer}, expected {self._expected_cseq}"
-            )
-            return
-        self._expected_cseq += 1
-        sseq = meta.sequence.stream
+        # This runs once per event: it is written for speed (see benches/test_bench_sync.py).
+        ack = ack_info(msg.reply, self._consumer_name or "")
+        if ack is None:
+            if not msg.reply.startswith("$JS.ACK."):
+                await self._on_status(msg)  # an idle heartbeat or a flow-control request
+            return  # otherwise, a message from a consumer this one replaced
+        sseq, _, timestamp_ns, pending = ack
+        self._delivered += 1
         if sseq <= self.cursor:
             return  # already applied before a rebuild
         if sseq > self.cursor + 1 and not self.gap_detected:
             await self._check_gap(sseq)
-        await self._apply(msg, sseq)
-        self.cursor = sseq
-        self._last_event_at = meta.timestamp
-        self._lag = meta.num_pending + (self._sub.pending_msgs if self._sub else 0)
-        if self._lag == 0:
-            self._caught_up_once = True
-
-    async def _apply(self, msg: Msg, sseq: int) -> None:
-        size = len(msg.data)
-        if size > self.max_payload:
-            await self._dead_letter(msg, sseq, "oversized", f"{size} bytes > max_payload {self.max_payload}")
-            return
+        data = msg.data
+        outcome: ApplyOutcome | None = None
         try:
-            self.outcomes[self.gateway.apply(msg.data)] += 1
-        except InvalidEvent as exc:
-            await self._dead_letter(msg, sseq, "invalid_event", str(exc))
-        except ParkingFull as exc:
-            await self._dead_letter(msg, sseq, "parking_full", str(exc))
-        except BillingGatewayError as exc:
-            await self._dead_letter(msg, sseq, "rejected", f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # never let one message stop the stream
-            log.exception("unexpected error applying stream sequence %d", sseq)
-            await self._dead_letter(msg, sseq, "internal", f"{type(exc).__name__}: {exc}")
+            if len(data) > self.max_payload:
+                raise _Oversized(f"{len(data)} bytes > max_payload {self.max_payload}")
+            outcome = self._apply(data)
+            self._tally[_OUTCOME_INDEX[id(outcome)]] += 1
+        except Exception as exc:
+            await self._dead_letter(msg, sseq, *_dead_letter_kind(exc))
+        self.cursor = sseq
+        self._last_event_ns = timestamp_ns
+        self._lag = pending  # the server's count; _refresh adds what is delivered but not applied
+        if pending == 0:
+            self._caught_up_once = True
+        if self.on_applied is not None:
+            try:
+                self.on_applied(sseq, outcome)
+            except Exception:
+                log.exception("on_applied raised at stream sequence %d", sseq)
+
+    async def _on_status(self, msg: Msg) -> None:
+        self._last_activity = time.monotonic()
+        headers = msg.headers or {}
+        if headers.get("Status") != "100":
+            return
+        if msg.reply:  # flow control: the server waits for this answer
+            await msg.respond(b"")
+        last = headers.get("Nats-Last-Consumer")
+        if last is not None and int(last) != self._delivered:
+            self._schedule_rebuild(f"the server delivered {last} messages, {self._delivered} arrived")
 
     async def _dead_letter(self, msg: Msg, sseq: int, kind: str, reason: str) -> None:
         self.dead_lettered[kind] += 1
@@ -373,9 +400,12 @@ class EventConsumer:
     # ---- housekeeping ----------------------------------------------------------------
 
     async def _watch(self) -> None:
+        seen = self._delivered
         while True:
             await asyncio.sleep(self.heartbeat_s)
             try:
+                if self._delivered != seen:  # messages count as activity, like heartbeats
+                    seen, self._last_activity = self._delivered, time.monotonic()
                 if time.monotonic() - self._last_activity > _MISSED_HEARTBEATS * self.heartbeat_s:
                     if self._connected:
                         await self._rebuild("missed heartbeats")

@@ -37,7 +37,16 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                     parts.append(f"{median / base.stats.median:8.3f}x {base_role.removeprefix('baseline_')}")
             write("    " + "  ".join(parts))
             for key, value in bench.extra_info.items():
-                write(f"        {key}: {value}")
+                line = f"        {key}: {value}"
+                for base_role, base in baselines.items():
+                    theirs = base.extra_info.get(key)
+                    if (
+                        base is not bench
+                        and isinstance(value, int | float)
+                        and isinstance(theirs, int | float)
+                    ):
+                        line += f"  ({value / theirs:.3f}x {base_role.removeprefix('baseline_')})"
+                write(line)
 
 
 @pytest.fixture(scope="session")

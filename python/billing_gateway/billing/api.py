@@ -1,0 +1,328 @@
+"""The Billing REST API (ASGI, Litestar) under ``/api/v1``; OpenAPI at ``/openapi.json``.
+
+Every request carries ``Authorization: Bearer <key>``. A key has scopes
+(``billing:customers:create``, ...; ``billing:*`` grants all) and may be bound to one
+customer, in which case other customers' objects do not exist for it (404, not 403).
+Every POST honours ``Idempotency-Key``: the same key with the same body replays the
+first response; with another body it is a 409.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Annotated, Any
+
+import msgspec
+import sqlalchemy as sa
+from litestar import Litestar, Request, Response, Router, get, patch, post
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
+from litestar.openapi import OpenAPIConfig
+from litestar.params import Parameter
+
+from billing_gateway.errors import InvalidAmount
+from billing_gateway.money import from_micros, to_micros
+
+from .schema import tables
+from .store import BillingError, BillingStore, NotFound, Principal
+from .wire import (
+    Customer,
+    CustomerIn,
+    EventPage,
+    Invoice,
+    InvoiceLine,
+    Plan,
+    PlanIn,
+    Subscription,
+    SubscriptionIn,
+    SubscriptionPatch,
+    UsageIn,
+    UsageRecordOut,
+)
+
+__all__ = ["SCOPES", "create_app"]
+
+Req = Request[Any, Any, Any]
+
+SCOPES = (
+    "billing:customers:create",
+    "billing:customers:read",
+    "billing:subscriptions:create",
+    "billing:subscriptions:read",
+    "billing:subscriptions:update",
+    "billing:usage:create",
+    "billing:plans:read",
+    "billing:plans:write",
+    "billing:invoices:read",
+    "billing:invoices:write",
+    "billing:events:read",
+)
+
+# ---- conversions --------------------------------------------------------------------------------
+
+
+def _micros(value: Decimal | None, field: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        micros = to_micros(value)
+    except InvalidAmount as exc:
+        raise HTTPException(status_code=422, detail=f"{field}: {exc}") from None
+    if micros < 0:
+        raise HTTPException(status_code=422, detail=f"{field}: must not be negative")
+    return micros
+
+
+def _plan(p: dict[str, Any]) -> Plan:
+    return Plan(
+        id=p["id"],
+        name=p["name"],
+        product_name=p["product_name"],
+        currency=p["currency"],
+        interval_days=p["interval_days"],
+        included_budget=from_micros(p["included_budget"]),
+        price=from_micros(p["price"]),
+    )
+
+
+def _subscription(s: dict[str, Any]) -> Subscription:
+    return Subscription(**{**s, "total_budget": from_micros(s["total_budget"])})
+
+
+def _invoice(i: dict[str, Any]) -> Invoice:
+    lines = [InvoiceLine(x["kind"], x["description"], from_micros(x["amount"])) for x in i["lines"]]
+    fields = {k: v for k, v in i.items() if k in Invoice.__struct_fields__}
+    return Invoice(**{**fields, "total": from_micros(i["total"]), "lines": lines})
+
+
+# ---- auth and idempotency ---------------------------------------------------------------------------
+
+
+def _need(principal: Principal, scope: str) -> None:
+    if scope not in principal.scopes and "billing:*" not in principal.scopes:
+        raise PermissionDeniedException(detail=f"this key lacks the scope {scope}")
+
+
+def _visible(principal: Principal, customer_id: str, what: str) -> None:
+    """A customer-bound key sees only its customer's objects: others are 404."""
+    if principal.customer_id is not None and principal.customer_id != customer_id:
+        raise NotFound(f"{what} not found")
+
+
+def create_app(store: BillingStore) -> Litestar:
+    async def principal(request: Req) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret:
+            raise NotAuthorizedException(detail="missing Authorization: Bearer <key>")
+        found = store.authenticate(secret.strip())
+        if found is None:
+            raise NotAuthorizedException(detail="unknown API key")
+        return found
+
+    async def idempotent(request: Req, who: Principal, status: int, run: Callable[[], Any]) -> Response[Any]:
+        """Runs a POST once per ``Idempotency-Key``; replays or refuses repeats."""
+        key = request.headers.get("idempotency-key")
+        if key is None:
+            return Response(run(), status_code=status)
+        if len(key) > 255:
+            raise HTTPException(status_code=422, detail="Idempotency-Key: longer than 255 characters")
+        digest = hashlib.sha256(
+            request.method.encode() + request.url.path.encode() + await request.body()
+        ).hexdigest()
+        t = tables["idempotency_keys"]
+        where = (t.c.api_key_id == who.key_id) & (t.c.key == key)
+        with store.engine.connect() as conn:
+            seen = conn.execute(sa.select(t).where(where)).mappings().first()
+        if seen is not None:
+            if seen["request_hash"] != digest:
+                raise HTTPException(
+                    status_code=409, detail=f"Idempotency-Key {key!r} was used with another request"
+                )
+            return Response(msgspec.json.decode(seen["response"]), status_code=seen["status_code"])
+        body = run()
+        encoded = msgspec.json.encode(body)
+        try:
+            with store.engine.begin() as conn:
+                conn.execute(
+                    t.insert().values(
+                        api_key_id=who.key_id, key=key, request_hash=digest, status_code=status,
+                        response=encoded, created_at=store.clock(),
+                    )
+                )  # fmt: skip
+        except sa.exc.IntegrityError:
+            pass  # a concurrent twin stored the same outcome first
+        return Response(body, status_code=status)
+
+    # ---- customers -------------------------------------------------------------------------------
+
+    @post("/customers", status_code=201)
+    async def create_customer(request: Req, who: Principal, data: CustomerIn) -> Response[Customer]:
+        _need(who, "billing:customers:create")
+        if who.customer_id is not None:
+            raise PermissionDeniedException(detail="a customer-bound key cannot create customers")
+        correlation = request.headers.get("idempotency-key")
+        return await idempotent(
+            request, who, 201,
+            lambda: Customer(
+                **store.create_customer(data.name, data.email, data.stripe_customer_id, correlation)
+            ),
+        )  # fmt: skip
+
+    @get("/customers/{customer_id:str}")
+    async def get_customer(who: Principal, customer_id: str) -> Customer:
+        _need(who, "billing:customers:read")
+        _visible(who, customer_id, f"customer {customer_id}")
+        found = store.get("customers", customer_id)
+        if found is None:
+            raise NotFound(f"customer {customer_id} not found")
+        return Customer(**found)
+
+    # ---- plans ---------------------------------------------------------------------------------------
+
+    @get("/plans")
+    async def list_plans(who: Principal) -> list[Plan]:
+        _need(who, "billing:plans:read")
+        return [_plan(p) for p in store.list_plans()]
+
+    @post("/plans", status_code=201)
+    async def create_plan(request: Req, who: Principal, data: PlanIn) -> Response[Plan]:
+        _need(who, "billing:plans:write")
+        budget, price = _micros(data.included_budget, "included_budget"), _micros(data.price, "price")
+        assert budget is not None and price is not None
+        return await idempotent(
+            request, who, 201,
+            lambda: _plan(store.create_plan(
+                name=data.name, currency=data.currency, included_budget=budget, price=price,
+                interval_days=data.interval_days, product_name=data.product_name, plan_id=data.id,
+            )),
+        )  # fmt: skip
+
+    # ---- subscriptions ----------------------------------------------------------------------------------
+
+    @post("/subscriptions", status_code=201)
+    async def create_subscription(
+        request: Req, who: Principal, data: SubscriptionIn
+    ) -> Response[Subscription]:
+        _need(who, "billing:subscriptions:create")
+        _visible(who, data.customer_id, f"customer {data.customer_id}")
+        budget = _micros(data.total_budget, "total_budget")
+        correlation = request.headers.get("idempotency-key")
+        return await idempotent(
+            request, who, 201,
+            lambda: _subscription(store.create_subscription(
+                data.customer_id, data.plan_id, total_budget=budget, trial_days=data.trial_days,
+                correlation_id=correlation,
+            )),
+        )  # fmt: skip
+
+    def _owned_subscription(who: Principal, subscription_id: str) -> dict[str, Any]:
+        found = store.get("subscriptions", subscription_id)
+        if found is None:
+            raise NotFound(f"subscription {subscription_id} not found")
+        _visible(who, found["customer_id"], f"subscription {subscription_id}")
+        return found
+
+    @get("/subscriptions/{subscription_id:str}")
+    async def get_subscription(who: Principal, subscription_id: str) -> Subscription:
+        _need(who, "billing:subscriptions:read")
+        return _subscription(_owned_subscription(who, subscription_id))
+
+    @patch("/subscriptions/{subscription_id:str}")
+    async def update_subscription(
+        who: Principal, subscription_id: str, data: SubscriptionPatch
+    ) -> Subscription:
+        _need(who, "billing:subscriptions:update")
+        _owned_subscription(who, subscription_id)
+        updated = store.update_subscription(
+            subscription_id,
+            plan_id=data.plan_id,
+            total_budget=_micros(data.total_budget, "total_budget"),
+            status=data.status,
+        )
+        return _subscription(updated)
+
+    # ---- usage ------------------------------------------------------------------------------------------
+
+    @post("/usage-records", status_code=201)
+    async def create_usage(request: Req, who: Principal, data: UsageIn) -> Response[UsageRecordOut]:
+        _need(who, "billing:usage:create")
+        _owned_subscription(who, data.subscription_id)
+        amount = _micros(data.amount, "amount")
+        assert amount is not None
+        key = data.idempotency_key or request.headers.get("idempotency-key")
+        if key is None:
+            raise HTTPException(
+                status_code=422, detail="idempotency_key: required (or an Idempotency-Key header)"
+            )
+        record, created = store.record_usage(data.subscription_id, amount, key)
+        out = UsageRecordOut(**{**record, "amount": from_micros(record["amount"])})
+        return Response(out, status_code=201 if created else 200)
+
+    # ---- invoices ---------------------------------------------------------------------------------------
+
+    @get("/invoices")
+    async def list_invoices(
+        who: Principal, customer_id: Annotated[str | None, Parameter(query="customer_id")] = None
+    ) -> list[Invoice]:
+        _need(who, "billing:invoices:read")
+        if who.customer_id is not None:
+            _visible(who, customer_id or who.customer_id, f"customer {customer_id}")
+            customer_id = who.customer_id
+        return [_invoice(i) for i in store.list_invoices(customer_id)]
+
+    @post("/invoices/{invoice_id:str}/pay", status_code=200)
+    async def pay_invoice(request: Req, who: Principal, invoice_id: str) -> Response[Invoice]:
+        _need(who, "billing:invoices:write")
+        found = store.get("invoices", invoice_id)
+        if found is None:
+            raise NotFound(f"invoice {invoice_id} not found")
+        _visible(who, found["customer_id"], f"invoice {invoice_id}")
+        correlation = request.headers.get("idempotency-key")
+        return await idempotent(
+            request, who, 200, lambda: _invoice(store.pay_invoice(invoice_id, correlation))
+        )
+
+    # ---- events ---------------------------------------------------------------------------------
+
+    @get("/events")
+    async def list_events(
+        who: Principal,
+        customer_id: Annotated[str | None, Parameter(query="customer_id")] = None,
+        after: Annotated[int, Parameter(query="after", ge=0)] = 0,
+        limit: Annotated[int, Parameter(query="limit", ge=1, le=1000)] = 100,
+    ) -> EventPage:
+        """The outbox history (event envelopes), oldest first, paged by ``after``."""
+        _need(who, "billing:events:read")
+        if who.customer_id is not None:
+            _visible(who, customer_id or who.customer_id, f"customer {customer_id}")
+            customer_id = who.customer_id
+        page = store.list_events(customer_id, after, limit)
+        return EventPage([msgspec.json.decode(p) for _, p in page], page[-1][0] if page else after)
+
+    @get("/budgets")
+    async def budgets(who: Principal) -> list[dict[str, Any]]:
+        """Every live subscription's current state as ``subscription.created`` events, which a
+        gateway applies to rebuild its table after a gap."""
+        _need(who, "billing:events:read")
+        return [msgspec.json.decode(e) for e in store.budget_events(who.customer_id)]
+
+    def billing_error(_: Req, exc: BillingError) -> Response[dict[str, Any]]:
+        return Response({"status_code": exc.status_code, "detail": str(exc)}, status_code=exc.status_code)
+
+    api = Router(
+        path="/api/v1",
+        route_handlers=[
+            create_customer, get_customer, list_plans, create_plan, create_subscription, get_subscription,
+            update_subscription, create_usage, list_invoices, pay_invoice, list_events, budgets,
+        ],
+        dependencies={"who": Provide(principal)},
+    )  # fmt: skip
+    return Litestar(
+        route_handlers=[api],
+        exception_handlers={BillingError: billing_error},
+        openapi_config=OpenAPIConfig(title="billing_gateway Billing API", version="1.0.0", path="/"),
+        debug=False,
+    )

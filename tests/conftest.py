@@ -5,6 +5,11 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -12,7 +17,13 @@ from typing import Any
 
 import msgspec
 import pytest
+import sqlalchemy as sa
+import uvicorn
 from billing_gateway import Gateway
+from billing_gateway.billing.api import create_app
+from billing_gateway.billing.client import BillingClient
+from billing_gateway.billing.store import BillingStore
+from billing_gateway.natsd import free_port
 
 SEEDS = Path(__file__).parent.parent / "examples" / "events"
 SEED_NAMES = ("subscription_created", "subscription_updated", "invoice_paid")
@@ -161,3 +172,56 @@ def redis_url() -> str:
     host, _, port = host_port.rpartition(":")
     require_service("Redis", host or "127.0.0.1", int(port or 6379))
     return url
+
+
+# ---- the Billing service on a real database and a real HTTP server ----------------------
+
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BillingStore]:
+    if request.param == "sqlite":
+        yield BillingStore.open(str(tmp_path / "billing.db"))
+        return
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    s = BillingStore.open(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
+    try:
+        yield s
+    finally:
+        s.engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@dataclass
+class Service:
+    store: BillingStore
+    url: str
+    admin_key: str
+
+    def client(self, key: str | None = None) -> BillingClient:
+        return BillingClient(self.url, key or self.admin_key, retries=0)
+
+
+@pytest.fixture
+def service(store: BillingStore) -> Iterator[Service]:
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(store), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    _, admin = store.create_api_key(["billing:*"])
+    yield Service(store, f"http://127.0.0.1:{port}", admin)
+    server.should_exit = True
+    thread.join(10)

@@ -12,15 +12,20 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import sqlalchemy as sa
 from litestar import Litestar, Request, Response, Router, get, patch, post
-from litestar.di import Provide
-from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ValidationException,
+)
 from litestar.openapi import OpenAPIConfig
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from billing_gateway.errors import InvalidAmount
 from billing_gateway.money import from_micros, to_micros
@@ -45,6 +50,8 @@ from .wire import (
 __all__ = ["SCOPES", "create_app"]
 
 Req = Request[Any, Any, Any]
+S = TypeVar("S", bound=msgspec.Struct)
+Who = NamedDependency[Principal]  # the caller, from the Authorization header
 
 SCOPES = (
     "billing:customers:create",
@@ -75,6 +82,13 @@ def _micros(value: Decimal | None, field: str) -> int | None:
     return micros
 
 
+def _out(kind: type[S], row: dict[str, Any], **money: int) -> S:
+    """A response struct from a row: its own fields only, money as decimals."""
+    fields = {k: v for k, v in row.items() if k in kind.__struct_fields__}
+    built: S = kind(**fields | {k: from_micros(v) for k, v in money.items()})
+    return built
+
+
 def _plan(p: dict[str, Any]) -> Plan:
     return Plan(
         id=p["id"],
@@ -88,13 +102,12 @@ def _plan(p: dict[str, Any]) -> Plan:
 
 
 def _subscription(s: dict[str, Any]) -> Subscription:
-    return Subscription(**{**s, "total_budget": from_micros(s["total_budget"])})
+    return _out(Subscription, s, total_budget=s["total_budget"])
 
 
 def _invoice(i: dict[str, Any]) -> Invoice:
-    lines = [InvoiceLine(x["kind"], x["description"], from_micros(x["amount"])) for x in i["lines"]]
-    fields = {k: v for k, v in i.items() if k in Invoice.__struct_fields__}
-    return Invoice(**{**fields, "total": from_micros(i["total"]), "lines": lines})
+    lines = [_out(InvoiceLine, x, amount=x["amount"]) for x in i["lines"]]
+    return _out(Invoice, i | {"lines": lines}, total=i["total"])
 
 
 # ---- auth and idempotency ---------------------------------------------------------------------------
@@ -122,7 +135,7 @@ def create_app(store: BillingStore) -> Litestar:
             raise NotAuthorizedException(detail="unknown API key")
         return found
 
-    async def idempotent(request: Req, who: Principal, status: int, run: Callable[[], Any]) -> Response[Any]:
+    async def idempotent(request: Req, who: Who, status: int, run: Callable[[], Any]) -> Response[Any]:
         """Runs a POST once per ``Idempotency-Key``; replays or refuses repeats."""
         key = request.headers.get("idempotency-key")
         if key is None:
@@ -159,36 +172,36 @@ def create_app(store: BillingStore) -> Litestar:
     # ---- customers -------------------------------------------------------------------------------
 
     @post("/customers", status_code=201)
-    async def create_customer(request: Req, who: Principal, data: CustomerIn) -> Response[Customer]:
+    async def create_customer(request: Req, who: Who, data: JSONBody[CustomerIn]) -> Response[Customer]:
         _need(who, "billing:customers:create")
         if who.customer_id is not None:
             raise PermissionDeniedException(detail="a customer-bound key cannot create customers")
         correlation = request.headers.get("idempotency-key")
         return await idempotent(
             request, who, 201,
-            lambda: Customer(
-                **store.create_customer(data.name, data.email, data.stripe_customer_id, correlation)
+            lambda: _out(
+                Customer, store.create_customer(data.name, data.email, data.stripe_customer_id, correlation)
             ),
         )  # fmt: skip
 
     @get("/customers/{customer_id:str}")
-    async def get_customer(who: Principal, customer_id: str) -> Customer:
+    async def get_customer(who: Who, customer_id: FromPath[str]) -> Customer:
         _need(who, "billing:customers:read")
         _visible(who, customer_id, f"customer {customer_id}")
         found = store.get("customers", customer_id)
         if found is None:
             raise NotFound(f"customer {customer_id} not found")
-        return Customer(**found)
+        return _out(Customer, found)
 
     # ---- plans ---------------------------------------------------------------------------------------
 
     @get("/plans")
-    async def list_plans(who: Principal) -> list[Plan]:
+    async def list_plans(who: Who) -> list[Plan]:
         _need(who, "billing:plans:read")
         return [_plan(p) for p in store.list_plans()]
 
     @post("/plans", status_code=201)
-    async def create_plan(request: Req, who: Principal, data: PlanIn) -> Response[Plan]:
+    async def create_plan(request: Req, who: Who, data: JSONBody[PlanIn]) -> Response[Plan]:
         _need(who, "billing:plans:write")
         budget, price = _micros(data.included_budget, "included_budget"), _micros(data.price, "price")
         assert budget is not None and price is not None
@@ -204,7 +217,7 @@ def create_app(store: BillingStore) -> Litestar:
 
     @post("/subscriptions", status_code=201)
     async def create_subscription(
-        request: Req, who: Principal, data: SubscriptionIn
+        request: Req, who: Who, data: JSONBody[SubscriptionIn]
     ) -> Response[Subscription]:
         _need(who, "billing:subscriptions:create")
         _visible(who, data.customer_id, f"customer {data.customer_id}")
@@ -226,13 +239,13 @@ def create_app(store: BillingStore) -> Litestar:
         return found
 
     @get("/subscriptions/{subscription_id:str}")
-    async def get_subscription(who: Principal, subscription_id: str) -> Subscription:
+    async def get_subscription(who: Who, subscription_id: FromPath[str]) -> Subscription:
         _need(who, "billing:subscriptions:read")
         return _subscription(_owned_subscription(who, subscription_id))
 
     @patch("/subscriptions/{subscription_id:str}")
     async def update_subscription(
-        who: Principal, subscription_id: str, data: SubscriptionPatch
+        who: Who, subscription_id: FromPath[str], data: JSONBody[SubscriptionPatch]
     ) -> Subscription:
         _need(who, "billing:subscriptions:update")
         _owned_subscription(who, subscription_id)
@@ -247,7 +260,7 @@ def create_app(store: BillingStore) -> Litestar:
     # ---- usage ------------------------------------------------------------------------------------------
 
     @post("/usage-records", status_code=201)
-    async def create_usage(request: Req, who: Principal, data: UsageIn) -> Response[UsageRecordOut]:
+    async def create_usage(request: Req, who: Who, data: JSONBody[UsageIn]) -> Response[UsageRecordOut]:
         _need(who, "billing:usage:create")
         _owned_subscription(who, data.subscription_id)
         amount = _micros(data.amount, "amount")
@@ -258,15 +271,13 @@ def create_app(store: BillingStore) -> Litestar:
                 status_code=422, detail="idempotency_key: required (or an Idempotency-Key header)"
             )
         record, created = store.record_usage(data.subscription_id, amount, key)
-        out = UsageRecordOut(**{**record, "amount": from_micros(record["amount"])})
+        out = _out(UsageRecordOut, record, amount=record["amount"])
         return Response(out, status_code=201 if created else 200)
 
     # ---- invoices ---------------------------------------------------------------------------------------
 
     @get("/invoices")
-    async def list_invoices(
-        who: Principal, customer_id: Annotated[str | None, Parameter(query="customer_id")] = None
-    ) -> list[Invoice]:
+    async def list_invoices(who: Who, customer_id: FromQuery[str | None] = None) -> list[Invoice]:
         _need(who, "billing:invoices:read")
         if who.customer_id is not None:
             _visible(who, customer_id or who.customer_id, f"customer {customer_id}")
@@ -274,7 +285,7 @@ def create_app(store: BillingStore) -> Litestar:
         return [_invoice(i) for i in store.list_invoices(customer_id)]
 
     @post("/invoices/{invoice_id:str}/pay", status_code=200)
-    async def pay_invoice(request: Req, who: Principal, invoice_id: str) -> Response[Invoice]:
+    async def pay_invoice(request: Req, who: Who, invoice_id: FromPath[str]) -> Response[Invoice]:
         _need(who, "billing:invoices:write")
         found = store.get("invoices", invoice_id)
         if found is None:
@@ -289,10 +300,10 @@ def create_app(store: BillingStore) -> Litestar:
 
     @get("/events")
     async def list_events(
-        who: Principal,
-        customer_id: Annotated[str | None, Parameter(query="customer_id")] = None,
-        after: Annotated[int, Parameter(query="after", ge=0)] = 0,
-        limit: Annotated[int, Parameter(query="limit", ge=1, le=1000)] = 100,
+        who: Who,
+        customer_id: FromQuery[str | None] = None,
+        after: Annotated[int, QueryParameter(ge=0)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> EventPage:
         """The outbox history (event envelopes), oldest first, paged by ``after``."""
         _need(who, "billing:events:read")
@@ -303,7 +314,7 @@ def create_app(store: BillingStore) -> Litestar:
         return EventPage([msgspec.json.decode(p) for _, p in page], page[-1][0] if page else after)
 
     @get("/budgets")
-    async def budgets(who: Principal) -> list[dict[str, Any]]:
+    async def budgets(who: Who) -> list[dict[str, Any]]:
         """Every live subscription's current state as ``subscription.created`` events, which a
         gateway applies to rebuild its table after a gap."""
         _need(who, "billing:events:read")
@@ -311,6 +322,15 @@ def create_app(store: BillingStore) -> Litestar:
 
     def billing_error(_: Req, exc: BillingError) -> Response[dict[str, Any]]:
         return Response({"status_code": exc.status_code, "detail": str(exc)}, status_code=exc.status_code)
+
+    def invalid_body(_: Req, exc: ValidationException) -> Response[dict[str, Any]]:
+        """A body that parses but breaks the schema is 422, naming the fields (bad JSON is a 400)."""
+        problems = exc.extra if isinstance(exc.extra, list) else []
+        fields = "; ".join(
+            f"{p.get('key', '?')}: {p.get('message', '')}" for p in problems if isinstance(p, dict)
+        )
+        detail = f"{exc.detail}: {fields}" if fields else exc.detail
+        return Response({"status_code": 422, "detail": detail, "extra": problems}, status_code=422)
 
     api = Router(
         path="/api/v1",
@@ -322,7 +342,7 @@ def create_app(store: BillingStore) -> Litestar:
     )  # fmt: skip
     return Litestar(
         route_handlers=[api],
-        exception_handlers={BillingError: billing_error},
+        exception_handlers={BillingError: billing_error, ValidationException: invalid_body},
         openapi_config=OpenAPIConfig(title="billing_gateway Billing API", version="1.0.0", path="/"),
         debug=False,
     )

@@ -1,0 +1,425 @@
+"""Typed clients of the Billing API: ``BillingClient`` (sync) and ``AsyncBillingClient``.
+
+Every POST carries an ``Idempotency-Key`` (generated unless given), so connection
+errors and 5xx answers are retried with exponential backoff without ever doing a
+thing twice. A 4xx answer raises the matching :class:`ApiError` subclass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+
+from billing_gateway.errors import BillingGatewayError
+
+from .wire import Customer, EventPage, Invoice, Plan, Subscription, UsageRecordOut
+
+__all__ = [
+    "ApiError",
+    "AsyncBillingClient",
+    "BadRequest",
+    "BillingClient",
+    "Conflict",
+    "Forbidden",
+    "NotFound",
+    "Unauthorized",
+    "Unprocessable",
+]
+
+T = TypeVar("T")
+
+
+class ApiError(BillingGatewayError):
+    """An error answer from the Billing API."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(f"{status_code}: {detail}")
+        self.status_code = status_code
+        self.detail = detail
+
+
+class BadRequest(ApiError):
+    pass
+
+
+class Unauthorized(ApiError):
+    pass
+
+
+class Forbidden(ApiError):
+    pass
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Conflict(ApiError):
+    pass
+
+
+class Unprocessable(ApiError):
+    pass
+
+
+_ERRORS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    422: Unprocessable,
+}
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One API request, and how to read its answer."""
+
+    method: str
+    path: str
+    result: Any
+    json: dict[str, Any] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {"Idempotency-Key": self.idempotency_key} if self.idempotency_key else {}
+
+    def read(self, response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            try:
+                detail = str(response.json().get("detail", response.text))
+            except ValueError:
+                detail = response.text
+            raise _ERRORS.get(response.status_code, ApiError)(response.status_code, detail)
+        return msgspec.json.decode(response.content, type=self.result)
+
+
+def _money(value: Decimal | int | str | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _post(path: str, result: Any, body: dict[str, Any], key: str | None) -> _Call:
+    clean = {k: v for k, v in body.items() if v is not None}
+    return _Call("POST", path, result, json=clean, idempotency_key=key or uuid.uuid4().hex)
+
+
+class _Calls:
+    """The API's operations as requests; the clients below only send them."""
+
+    @staticmethod
+    def create_customer(name: str, email: str, stripe_customer_id: str | None, key: str | None) -> _Call:
+        body = {"name": name, "email": email, "stripe_customer_id": stripe_customer_id}
+        return _post("/customers", Customer, body, key)
+
+    @staticmethod
+    def create_plan(body: dict[str, Any], key: str | None) -> _Call:
+        return _post("/plans", Plan, body, key)
+
+    @staticmethod
+    def create_subscription(
+        customer_id: str, plan_id: str, total_budget: Any, trial_days: int, key: str | None
+    ) -> _Call:
+        body = {
+            "customer_id": customer_id,
+            "plan_id": plan_id,
+            "total_budget": _money(total_budget),
+            "trial_days": trial_days,
+        }
+        return _post("/subscriptions", Subscription, body, key)
+
+    @staticmethod
+    def update_subscription(
+        subscription_id: str, plan_id: str | None, total_budget: Any, status: str | None
+    ) -> _Call:
+        body = {"plan_id": plan_id, "total_budget": _money(total_budget), "status": status}
+        clean = {k: v for k, v in body.items() if v is not None}
+        return _Call("PATCH", f"/subscriptions/{subscription_id}", Subscription, json=clean)
+
+    @staticmethod
+    def record_usage(subscription_id: str, amount: Any, key: str) -> _Call:
+        body = {"subscription_id": subscription_id, "amount": _money(amount), "idempotency_key": key}
+        return _post("/usage-records", UsageRecordOut, body, key)
+
+    @staticmethod
+    def list_invoices(customer_id: str | None) -> _Call:
+        params = {"customer_id": customer_id} if customer_id else {}
+        return _Call("GET", "/invoices", list[Invoice], params=params)
+
+    @staticmethod
+    def events(customer_id: str | None, after: int, limit: int) -> _Call:
+        params: dict[str, Any] = {"after": after, "limit": limit}
+        if customer_id:
+            params["customer_id"] = customer_id
+        return _Call("GET", "/events", EventPage, params=params)
+
+
+class _Base:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff_s: float = 0.1,
+    ) -> None:
+        self.base_url = base_url.rstrip("/") + "/api/v1"
+        self.headers = {"Authorization": f"Bearer {api_key}"}
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff_s = backoff_s
+
+    def _retryable(self, attempt: int, response: httpx.Response | None) -> bool:
+        return attempt < self.retries and (response is None or response.status_code >= 500)
+
+    def _delay(self, attempt: int) -> float:
+        return float(self.backoff_s * 2**attempt)
+
+
+class BillingClient(_Base):
+    """The Billing API, synchronously. Use as a context manager, or call ``close()``."""
+
+    def __init__(self, base_url: str, api_key: str, **options: Any) -> None:
+        super().__init__(base_url, api_key, **options)
+        self._http = httpx.Client(timeout=self.timeout, headers=self.headers)
+
+    def _send(self, call: _Call) -> Any:
+        attempt = 0
+        while True:
+            response: httpx.Response | None = None
+            try:
+                response = self._http.request(
+                    call.method,
+                    self.base_url + call.path,
+                    json=call.json,
+                    params=call.params,
+                    headers=call.headers(),
+                )
+            except httpx.TransportError:
+                if not self._retryable(attempt, None):
+                    raise
+            if response is not None and not self._retryable(attempt, response):
+                return call.read(response)
+            time.sleep(self._delay(attempt))
+            attempt += 1
+
+    def create_customer(
+        self,
+        name: str,
+        email: str,
+        stripe_customer_id: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Customer:
+        result: Customer = self._send(
+            _Calls.create_customer(name, email, stripe_customer_id, idempotency_key)
+        )
+        return result
+
+    def get_customer(self, customer_id: str) -> Customer:
+        result: Customer = self._send(_Call("GET", f"/customers/{customer_id}", Customer))
+        return result
+
+    def list_plans(self) -> list[Plan]:
+        result: list[Plan] = self._send(_Call("GET", "/plans", list[Plan]))
+        return result
+
+    def create_plan(self, *, idempotency_key: str | None = None, **fields: Any) -> Plan:
+        body = {k: _money(v) if k in ("included_budget", "price") else v for k, v in fields.items()}
+        result: Plan = self._send(_Calls.create_plan(body, idempotency_key))
+        return result
+
+    def create_subscription(
+        self,
+        customer_id: str,
+        plan_id: str,
+        *,
+        total_budget: Decimal | int | str | None = None,
+        trial_days: int = 0,
+        idempotency_key: str | None = None,
+    ) -> Subscription:
+        call = _Calls.create_subscription(customer_id, plan_id, total_budget, trial_days, idempotency_key)
+        result: Subscription = self._send(call)
+        return result
+
+    def get_subscription(self, subscription_id: str) -> Subscription:
+        result: Subscription = self._send(_Call("GET", f"/subscriptions/{subscription_id}", Subscription))
+        return result
+
+    def update_subscription(
+        self,
+        subscription_id: str,
+        *,
+        plan_id: str | None = None,
+        total_budget: Decimal | int | str | None = None,
+        status: str | None = None,
+    ) -> Subscription:
+        result: Subscription = self._send(
+            _Calls.update_subscription(subscription_id, plan_id, total_budget, status)
+        )
+        return result
+
+    def cancel_subscription(self, subscription_id: str) -> Subscription:
+        return self.update_subscription(subscription_id, status="canceled")
+
+    def record_usage(
+        self, subscription_id: str, amount: Decimal | int | str, idempotency_key: str
+    ) -> UsageRecordOut:
+        result: UsageRecordOut = self._send(_Calls.record_usage(subscription_id, amount, idempotency_key))
+        return result
+
+    def list_invoices(self, customer_id: str | None = None) -> list[Invoice]:
+        result: list[Invoice] = self._send(_Calls.list_invoices(customer_id))
+        return result
+
+    def pay_invoice(self, invoice_id: str, *, idempotency_key: str | None = None) -> Invoice:
+        result: Invoice = self._send(_post(f"/invoices/{invoice_id}/pay", Invoice, {}, idempotency_key))
+        return result
+
+    def events(self, customer_id: str | None = None, after: int = 0, limit: int = 100) -> EventPage:
+        result: EventPage = self._send(_Calls.events(customer_id, after, limit))
+        return result
+
+    def budget_events(self) -> list[bytes]:
+        """Every live subscription's state as events, to rebuild a gateway after a gap."""
+        docs: list[dict[str, Any]] = self._send(_Call("GET", "/budgets", list[dict[str, Any]]))
+        return [msgspec.json.encode(d) for d in docs]
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> BillingClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class AsyncBillingClient(_Base):
+    """The Billing API, for asyncio. Use as an async context manager, or ``await aclose()``."""
+
+    def __init__(self, base_url: str, api_key: str, **options: Any) -> None:
+        super().__init__(base_url, api_key, **options)
+        self._http = httpx.AsyncClient(timeout=self.timeout, headers=self.headers)
+
+    async def _send(self, call: _Call) -> Any:
+        attempt = 0
+        while True:
+            response: httpx.Response | None = None
+            try:
+                response = await self._http.request(
+                    call.method,
+                    self.base_url + call.path,
+                    json=call.json,
+                    params=call.params,
+                    headers=call.headers(),
+                )
+            except httpx.TransportError:
+                if not self._retryable(attempt, None):
+                    raise
+            if response is not None and not self._retryable(attempt, response):
+                return call.read(response)
+            await asyncio.sleep(self._delay(attempt))
+            attempt += 1
+
+    async def create_customer(
+        self,
+        name: str,
+        email: str,
+        stripe_customer_id: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Customer:
+        result: Customer = await self._send(
+            _Calls.create_customer(name, email, stripe_customer_id, idempotency_key)
+        )
+        return result
+
+    async def get_customer(self, customer_id: str) -> Customer:
+        result: Customer = await self._send(_Call("GET", f"/customers/{customer_id}", Customer))
+        return result
+
+    async def list_plans(self) -> list[Plan]:
+        result: list[Plan] = await self._send(_Call("GET", "/plans", list[Plan]))
+        return result
+
+    async def create_plan(self, *, idempotency_key: str | None = None, **fields: Any) -> Plan:
+        body = {k: _money(v) if k in ("included_budget", "price") else v for k, v in fields.items()}
+        result: Plan = await self._send(_Calls.create_plan(body, idempotency_key))
+        return result
+
+    async def get_subscription(self, subscription_id: str) -> Subscription:
+        result: Subscription = await self._send(
+            _Call("GET", f"/subscriptions/{subscription_id}", Subscription)
+        )
+        return result
+
+    async def cancel_subscription(self, subscription_id: str) -> Subscription:
+        return await self.update_subscription(subscription_id, status="canceled")
+
+    async def pay_invoice(self, invoice_id: str, *, idempotency_key: str | None = None) -> Invoice:
+        result: Invoice = await self._send(_post(f"/invoices/{invoice_id}/pay", Invoice, {}, idempotency_key))
+        return result
+
+    async def budget_events(self) -> list[bytes]:
+        docs: list[dict[str, Any]] = await self._send(_Call("GET", "/budgets", list[dict[str, Any]]))
+        return [msgspec.json.encode(d) for d in docs]
+
+    async def create_subscription(
+        self,
+        customer_id: str,
+        plan_id: str,
+        *,
+        total_budget: Decimal | int | str | None = None,
+        trial_days: int = 0,
+        idempotency_key: str | None = None,
+    ) -> Subscription:
+        call = _Calls.create_subscription(customer_id, plan_id, total_budget, trial_days, idempotency_key)
+        result: Subscription = await self._send(call)
+        return result
+
+    async def update_subscription(
+        self,
+        subscription_id: str,
+        *,
+        plan_id: str | None = None,
+        total_budget: Decimal | int | str | None = None,
+        status: str | None = None,
+    ) -> Subscription:
+        call = _Calls.update_subscription(subscription_id, plan_id, total_budget, status)
+        result: Subscription = await self._send(call)
+        return result
+
+    async def record_usage(
+        self, subscription_id: str, amount: Decimal | int | str, idempotency_key: str
+    ) -> UsageRecordOut:
+        result: UsageRecordOut = await self._send(
+            _Calls.record_usage(subscription_id, amount, idempotency_key)
+        )
+        return result
+
+    async def list_invoices(self, customer_id: str | None = None) -> list[Invoice]:
+        result: list[Invoice] = await self._send(_Calls.list_invoices(customer_id))
+        return result
+
+    async def events(self, customer_id: str | None = None, after: int = 0, limit: int = 100) -> EventPage:
+        result: EventPage = await self._send(_Calls.events(customer_id, after, limit))
+        return result
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncBillingClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()

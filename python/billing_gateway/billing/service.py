@@ -1,0 +1,113 @@
+"""``billing-gateway billing serve`` and ``billing dispatch``: the service's processes.
+
+``serve`` runs, in one process: the REST API (uvicorn), the outbox dispatcher, the
+billing-cycle scheduler and the usage ingestion. ``dispatch`` runs the dispatcher
+alone (several may run against one PostgreSQL database). SIGTERM or SIGINT stops
+them after the work in hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import uvicorn
+from nats.js import JetStreamContext
+
+from billing_gateway.daemon import resolve_nats
+from billing_gateway.stream import ensure_stream
+
+from .api import create_app
+from .dispatcher import Dispatcher
+from .ingest import UsageIngestor
+from .store import BillingStore
+
+__all__ = ["ServiceOptions", "dispatch", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    db: str = "billing.db"
+    nats_url: str | None = None
+    data_dir: Path = Path(".billing-gateway")
+    host: str = "127.0.0.1"
+    port: int = 8088
+    auto_pay: bool = True
+    cycle_every_s: float = 60.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus its own signal handling: the service stops all its loops together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _run(options: ServiceOptions, loops: Callable[..., list[Awaitable[None]]]) -> int:
+    store = BillingStore.open(options.db)
+    url, embedded = resolve_nats(options.nats_url, options.data_dir)
+    nc = await nats.connect(url, name="billing", max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    js = nc.jetstream()
+    await ensure_stream(js)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await asyncio.gather(*loops(store, js, stop))
+    finally:
+        await nc.drain()
+        store.engine.dispose()
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+async def _cycles(store: BillingStore, stop: asyncio.Event, every_s: float, auto_pay: bool) -> None:
+    while not stop.is_set():
+        try:
+            closed = store.close_due_cycles(auto_pay=auto_pay)
+            if closed:
+                log.info("closed %d billing cycles", len(closed))
+        except Exception:
+            log.exception("closing billing cycles failed; retrying")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+
+
+def serve(options: ServiceOptions) -> int:
+    def loops(store: BillingStore, js: JetStreamContext, stop: asyncio.Event) -> list[Awaitable[None]]:
+        config = uvicorn.Config(create_app(store), host=options.host, port=options.port, lifespan="off")
+        server = _Server(config)
+
+        async def api() -> None:
+            serving = asyncio.ensure_future(server.serve())
+            await stop.wait()
+            server.should_exit = True
+            await serving
+
+        log.info("billing API on http://%s:%d", options.host, options.port)
+        return [
+            api(),
+            Dispatcher(store, js).run(stop),
+            _cycles(store, stop, options.cycle_every_s, options.auto_pay),
+            UsageIngestor(store, js).run(stop),
+        ]
+
+    return asyncio.run(_run(options, loops))
+
+
+def dispatch(options: ServiceOptions) -> int:
+    def loops(store: BillingStore, js: JetStreamContext, stop: asyncio.Event) -> list[Awaitable[None]]:
+        return [Dispatcher(store, js).run(stop)]
+
+    return asyncio.run(_run(options, loops))

@@ -1,0 +1,287 @@
+"""The outbox dispatcher and the loops around it, against real databases and a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+import pytest
+import sqlalchemy as sa
+from billing_gateway import Gateway, to_micros
+from billing_gateway.billing.dispatcher import Dispatcher
+from billing_gateway.billing.ingest import UsageIngestor
+from billing_gateway.billing.schema import tables
+from billing_gateway.billing.store import BillingStore
+from billing_gateway.consumer import EventConsumer
+from billing_gateway.events import encode_event
+from billing_gateway.models import UsageRecord
+from billing_gateway.natsd import EmbeddedNats
+from billing_gateway.stream import EVENTS_STREAM, ensure_stream
+from billing_gateway.usage import UsageReporter, usage_event
+from nats.js import JetStreamContext
+
+from .conftest import Service
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    with EmbeddedNats(tmp_path / "nats") as s:
+        yield s
+
+
+def run(body: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(body, 120))
+
+
+def populate(store: BillingStore, customers: int = 5) -> list[str]:
+    store.create_plan(plan_id="plan_pro", name="Pro", currency="USD", included_budget=to_micros(100), price=0)
+    subs = []
+    for i in range(customers):
+        customer = store.create_customer(f"C{i}", f"c{i}@x.io")
+        subs.append(store.create_subscription(customer["id"], "plan_pro")["id"])
+        store.update_subscription(subs[-1], total_budget=to_micros(10 + i))
+    return subs
+
+
+def outbox_ids(store: BillingStore) -> list[str]:
+    return [msgspec.json.decode(p)["event_id"] for _, p in store.list_events(limit=100_000)]
+
+
+async def stream_ids(js: JetStreamContext) -> list[str]:
+    info = await js.stream_info(EVENTS_STREAM)
+    ids = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        ids.append(msgspec.json.decode((await js.get_msg(EVENTS_STREAM, seq)).data or b"{}")["event_id"])
+    return ids
+
+
+def test_dispatcher_publishes_the_outbox_and_gateways_follow(
+    store: BillingStore, nats_server: EmbeddedNats
+) -> None:
+    subs = populate(store)
+
+    async def body() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await ensure_stream(js)
+        dispatcher = Dispatcher(store, js, batch=7)
+        while await dispatcher.dispatch_once():
+            pass
+        assert dispatcher.pending() == {"published": len(outbox_ids(store))}
+        assert await stream_ids(js) == outbox_ids(store), "published once each, in outbox order"
+        gw = Gateway()
+        consumer = EventConsumer(gw, nats_server.url)
+        await consumer.start()
+        await consumer.wait_until_current()
+        assert len(gw) == len(subs)
+        assert sorted(b.total for b in gw.budgets()) == [to_micros(10 + i) for i in range(len(subs))]
+        await consumer.stop()
+        await nc.close()
+
+    run(body())
+
+
+def test_failed_publishes_back_off_then_go_dead(store: BillingStore, nats_server: EmbeddedNats) -> None:
+    populate(store, customers=1)
+    now = [store.clock()]
+    store.clock = lambda: now[0]
+
+    async def body() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()  # no stream exists: every publish fails
+        dispatcher = Dispatcher(store, js, max_attempts=3, backoff_s=10, publish_timeout_s=0.5)
+        total = len(outbox_ids(store))
+        assert await dispatcher.dispatch_once() == total
+        assert await dispatcher.dispatch_once() == 0, "backing off: nothing is due"
+        now[0] += timedelta(seconds=10)
+        assert await dispatcher.dispatch_once() == total
+        now[0] += timedelta(seconds=15)
+        assert await dispatcher.dispatch_once() == 0, "the second delay doubled"
+        now[0] += timedelta(seconds=10)
+        assert await dispatcher.dispatch_once() == total
+        assert dispatcher.pending() == {"dead": total}
+        assert dispatcher.stats.dead == total and dispatcher.stats.failures == 3 * total
+        await nc.close()
+
+    run(body())
+
+
+def test_a_crash_between_publish_and_mark_only_duplicates(
+    store: BillingStore, nats_server: EmbeddedNats
+) -> None:
+    populate(store, customers=3)
+
+    class CrashAfterPublish(Dispatcher):
+        def _mark(self, *args: Any) -> None:
+            raise SystemExit("killed between publish and mark")
+
+    async def body() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await ensure_stream(js)
+        with pytest.raises(SystemExit):
+            await CrashAfterPublish(store, js, lease_s=0.01).dispatch_once()
+        await asyncio.sleep(0.02)  # the SQLite lease runs out; PostgreSQL rolled back
+        again = Dispatcher(store, js)
+        while await again.dispatch_once():
+            pass
+        total = len(outbox_ids(store))
+        assert again.stats.duplicates == total, "everything was republished, and the broker dropped it"
+        assert await stream_ids(js) == outbox_ids(store), "none lost, none twice"
+        await nc.close()
+
+    run(body())
+
+
+def test_two_dispatchers_never_publish_the_same_row(store: BillingStore, nats_server: EmbeddedNats) -> None:
+    populate(store, customers=60)
+    published: Counter[str] = Counter()
+
+    class Counting(Dispatcher):
+        async def _publish(self, row: Any) -> str | None:
+            published[row["event_id"]] += 1
+            await asyncio.sleep(0)  # let the other dispatcher claim in between
+            return await super()._publish(row)
+
+    async def body() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await ensure_stream(js)
+        stop = asyncio.Event()
+        # One engine, two dispatchers: each claim takes its own pooled connection and transaction.
+        a, b = Counting(store, js, batch=5), Counting(store, js, batch=5)
+        runs = [asyncio.create_task(d.run(stop, idle_s=0.01)) for d in (a, b)]
+        deadline = time.monotonic() + 30
+        while a.pending().get("pending") and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.gather(*runs)
+        assert set(published.values()) == {1}, "no row was published by both"
+        assert a.stats.published > 0 and b.stats.published > 0, "both did work"
+        assert len(published) == len(outbox_ids(store))
+        await nc.close()
+
+    run(body())
+
+
+def test_kill_9_dispatcher_processes_lose_nothing(tmp_path: Path, nats_server: EmbeddedNats) -> None:
+    db = str(tmp_path / "billing.db")
+    store = BillingStore.open(db)
+    populate(store, customers=100)
+    command = [sys.executable, "-m", "billing_gateway.cli", "--nats-url", nats_server.url,
+               "billing", "--db", db, "dispatch"]  # fmt: skip
+    rng = random.Random(5)
+    for i in range(8):
+        log = open(tmp_path / "dispatch.log", "ab")  # noqa: SIM115
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        time.sleep(rng.uniform(0.3, 1.2))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        log.close()
+        store.create_customer(f"late{i}", "late@x.io")  # new events arrive between crashes
+    process = subprocess.Popen(command)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if Dispatcher(store, None).pending() == {"published": len(outbox_ids(store))}:  # type: ignore[arg-type]
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+
+    async def check() -> None:
+        nc = await nats.connect(nats_server.url)
+        assert await stream_ids(nc.jetstream()) == outbox_ids(store)
+        await nc.close()
+
+    run(check())
+
+
+def test_end_to_end_through_the_api(service: Service, nats_server: EmbeddedNats) -> None:
+    """Client → billing → outbox → dispatcher → stream → gateway; and the usage back."""
+
+    async def body() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await ensure_stream(js)
+        stop = asyncio.Event()
+        loops = [
+            asyncio.create_task(Dispatcher(service.store, js).run(stop, idle_s=0.02)),
+            asyncio.create_task(UsageIngestor(service.store, js).run(stop)),
+        ]
+        gw = Gateway()
+        consumer = EventConsumer(gw, nats_server.url, heartbeat_s=0.2)
+        await consumer.start()
+
+        async def follow(check: Any) -> None:
+            deadline = time.monotonic() + 10
+            while not check() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert check()
+
+        with service.client() as c:
+            c.create_plan(id="plan_pro", name="Pro", currency="USD", included_budget="10", price="5")
+            c.create_plan(id="plan_team", name="Team", currency="USD", included_budget="50", price="20")
+            customer = c.create_customer("Acme", "a@acme.io")
+            sub = c.create_subscription(customer.id, "plan_pro")
+            await follow(lambda: gw.budget(customer.id) is not None)
+            assert gw.budget(customer.id).total == to_micros(10)  # type: ignore[union-attr]
+
+            c.update_subscription(sub.id, plan_id="plan_team")
+            await follow(lambda: gw.budget(customer.id).plan_id == "plan_team")  # type: ignore[union-attr]
+            assert gw.try_spend(customer.id, to_micros(42))
+
+            reporter = UsageReporter(gw, js)
+            assert await reporter.report_once() == 1
+            assert await reporter.report_once() == 0, "drained once"
+            await follow(lambda: _usage(service.store) == [to_micros(42)])
+
+            end = c.get_subscription(sub.id).period_end
+            (invoice,) = service.store.close_due_cycles(auto_pay=False, now=end)
+            lines = [(line.kind, line.amount) for line in c.list_invoices(customer.id)[0].lines]
+            assert lines == [("plan", Decimal("20")), ("usage", Decimal("0"))], (
+                "42 is within the budget of 50"
+            )
+            c.pay_invoice(invoice["id"])
+            await follow(lambda: gw.budget(customer.id).period_start == end)  # type: ignore[union-attr]
+            assert gw.budget(customer.id).spent == 0  # type: ignore[union-attr]
+
+            c.cancel_subscription(sub.id)
+            await follow(lambda: gw.budget(customer.id).status == "canceled")  # type: ignore[union-attr]
+            assert not gw.try_spend(customer.id, 1)
+
+        stop.set()
+        await asyncio.gather(*loops)
+        await consumer.stop()
+        await nc.close()
+
+    run(body())
+
+
+def _usage(store: BillingStore) -> list[int]:
+    with store.engine.connect() as conn:
+        return [int(a) for a in conn.execute(sa.select(tables["usage_records"].c.amount)).scalars()]
+
+
+def test_usage_ingestion_is_exactly_once(store: BillingStore) -> None:
+    (sub,) = populate(store, customers=1)
+    ingestor = UsageIngestor(store, None)  # type: ignore[arg-type]
+
+    start = store.get("subscriptions", sub)["period_start"]  # type: ignore[index]
+    record = UsageRecord("cus", sub, 1234, start, "usage:abc:1:sub:1")
+    payload = encode_event(usage_event(record))
+    assert ingestor.ingest(payload) and ingestor.ingest(payload)
+    assert (ingestor.recorded, ingestor.duplicates) == (1, 1)
+    assert _usage(store) == [1234]
+    assert ingestor.ingest(b"{garbage") and ingestor.rejected == 1

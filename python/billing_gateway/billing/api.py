@@ -302,7 +302,7 @@ def create_app(store: BillingStore) -> Litestar:
     async def list_events(
         who: Who,
         customer_id: FromQuery[str | None] = None,
-        after: Annotated[int, QueryParameter(ge=0)] = 0,
+        after: Annotated[int, QueryParameter(ge=0, le=2**63 - 1)] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> EventPage:
         """The outbox history (event envelopes), oldest first, paged by ``after``."""

@@ -8,6 +8,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import httpx
+import msgspec
 import pytest
 from billing_gateway import ApplyOutcome, Gateway, decode_event, to_micros
 from billing_gateway.billing.api import SCOPES
@@ -60,8 +61,6 @@ def test_happy_path_and_outbox(service: Service) -> None:
     assert [("correlation_id" in e) for e in page.events] == [True, True, False, False, False]
     assert all(e["tenant_id"] == customer_id for e in page.events)
     gw = Gateway()
-    import msgspec
-
     outcomes = [gw.apply(msgspec.json.encode(e)) for e in page.events]
     assert outcomes == [ApplyOutcome.IGNORED] + [ApplyOutcome.APPLIED] * 4
     b = gw.budget(customer_id)
@@ -88,7 +87,7 @@ def test_invoices_and_payment_open_the_next_period(service: Service) -> None:
             c.pay_invoice(invoice.id)
         sub = c.get_subscription(sub_id)
         assert sub.period_start == start and sub.period_end == start + timedelta(days=30)
-        last = decode_event(__import__("msgspec").json.encode(c.events(customer_id).events[-1]))
+        last = decode_event(msgspec.json.encode(c.events(customer_id).events[-1]))
         assert last.event_type == "invoice.paid"
 
 
@@ -217,3 +216,39 @@ def test_openapi_is_served(service: Service) -> None:
     doc = httpx.get(f"{service.url}/openapi.json").json()
     assert "/api/v1/subscriptions/{subscription_id}" in doc["paths"]
     assert doc["info"]["title"] == "billing_gateway Billing API"
+
+
+def test_failed_payment_void_and_causation(service: Service) -> None:
+    customer_id, sub_id = setup(service)
+    with service.client() as c:
+        end = c.get_subscription(sub_id).period_end
+        (invoice,) = service.store.close_due_cycles(auto_pay=False, now=end)
+        failed = c.fail_payment(invoice["id"])
+        assert failed.status == "open"
+        assert c.get_subscription(sub_id).status == "past_due"
+        last = c.events(customer_id).events[-1]
+        assert (last["event_type"], last["data"]["invoice_id"]) == ("invoice.payment_failed", invoice["id"])
+        assert c.void_invoice(invoice["id"]).status == "void"
+        with pytest.raises(Conflict):
+            c.pay_invoice(invoice["id"])
+        with pytest.raises(Conflict):
+            c.fail_payment(invoice["id"])
+        # An auto-paid cycle: invoice.paid is caused by invoice.created.
+        other = c.create_subscription(c.create_customer("B", "b@x.io").id, "plan_pro")
+        service.store.close_due_cycles(auto_pay=True, now=other.period_end)
+        created, paid = c.events(other.customer_id).events[-2:]
+        assert (created["event_type"], paid["event_type"]) == ("invoice.created", "invoice.paid")
+        assert paid["causation_id"] == created["event_id"]
+
+
+def test_a_gateway_rebuilds_its_table_from_budget_events(service: Service) -> None:
+    _, sub_id = setup(service)
+    with service.client() as c:
+        c.update_subscription(sub_id, plan_id="plan_team")
+        c.update_subscription(sub_id, total_budget="42")
+        following, rebuilt = Gateway(), Gateway()
+        for event in c.events().events:
+            following.apply(msgspec.json.encode(event))
+        for event in c.budget_events():
+            assert rebuilt.apply(event) is ApplyOutcome.APPLIED
+    assert rebuilt.budgets() == following.budgets()

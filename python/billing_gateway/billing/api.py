@@ -287,14 +287,33 @@ def create_app(store: BillingStore) -> Litestar:
     @post("/invoices/{invoice_id:str}/pay", status_code=200)
     async def pay_invoice(request: Req, who: Who, invoice_id: FromPath[str]) -> Response[Invoice]:
         _need(who, "billing:invoices:write")
-        found = store.get("invoices", invoice_id)
-        if found is None:
-            raise NotFound(f"invoice {invoice_id} not found")
-        _visible(who, found["customer_id"], f"invoice {invoice_id}")
+        _owned_invoice(who, invoice_id)
         correlation = request.headers.get("idempotency-key")
         return await idempotent(
             request, who, 200, lambda: _invoice(store.pay_invoice(invoice_id, correlation))
         )
+
+    def _owned_invoice(who: Principal, invoice_id: str) -> None:
+        found = store.get("invoices", invoice_id)
+        if found is None:
+            raise NotFound(f"invoice {invoice_id} not found")
+        _visible(who, found["customer_id"], f"invoice {invoice_id}")
+
+    @post("/invoices/{invoice_id:str}/payment-failed", status_code=200)
+    async def payment_failed(request: Req, who: Who, invoice_id: FromPath[str]) -> Response[Invoice]:
+        """Records a failed payment attempt: the subscription becomes past_due."""
+        _need(who, "billing:invoices:write")
+        _owned_invoice(who, invoice_id)
+        correlation = request.headers.get("idempotency-key")
+        return await idempotent(
+            request, who, 200, lambda: _invoice(store.fail_payment(invoice_id, correlation))
+        )
+
+    @post("/invoices/{invoice_id:str}/void", status_code=200)
+    async def void_invoice(request: Req, who: Who, invoice_id: FromPath[str]) -> Response[Invoice]:
+        _need(who, "billing:invoices:write")
+        _owned_invoice(who, invoice_id)
+        return await idempotent(request, who, 200, lambda: _invoice(store.void_invoice(invoice_id)))
 
     # ---- events ---------------------------------------------------------------------------------
 
@@ -336,7 +355,8 @@ def create_app(store: BillingStore) -> Litestar:
         path="/api/v1",
         route_handlers=[
             create_customer, get_customer, list_plans, create_plan, create_subscription, get_subscription,
-            update_subscription, create_usage, list_invoices, pay_invoice, list_events, budgets,
+            update_subscription, create_usage, list_invoices, pay_invoice, payment_failed, void_invoice,
+            list_events, budgets,
         ],
         dependencies={"who": Provide(principal)},
     )  # fmt: skip

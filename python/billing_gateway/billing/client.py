@@ -285,6 +285,16 @@ class BillingClient(_Base):
         result: Invoice = self._send(_post(f"/invoices/{invoice_id}/pay", Invoice, {}, idempotency_key))
         return result
 
+    def fail_payment(self, invoice_id: str, *, idempotency_key: str | None = None) -> Invoice:
+        result: Invoice = self._send(
+            _post(f"/invoices/{invoice_id}/payment-failed", Invoice, {}, idempotency_key)
+        )
+        return result
+
+    def void_invoice(self, invoice_id: str, *, idempotency_key: str | None = None) -> Invoice:
+        result: Invoice = self._send(_post(f"/invoices/{invoice_id}/void", Invoice, {}, idempotency_key))
+        return result
+
     def events(self, customer_id: str | None = None, after: int = 0, limit: int = 100) -> EventPage:
         result: EventPage = self._send(_Calls.events(customer_id, after, limit))
         return result
@@ -368,6 +378,18 @@ class AsyncBillingClient(_Base):
 
     async def pay_invoice(self, invoice_id: str, *, idempotency_key: str | None = None) -> Invoice:
         result: Invoice = await self._send(_post(f"/invoices/{invoice_id}/pay", Invoice, {}, idempotency_key))
+        return result
+
+    async def fail_payment(self, invoice_id: str, *, idempotency_key: str | None = None) -> Invoice:
+        result: Invoice = await self._send(
+            _post(f"/invoices/{invoice_id}/payment-failed", Invoice, {}, idempotency_key)
+        )
+        return result
+
+    async def void_invoice(self, invoice_id: str, *, idempotency_key: str | None = None) -> Invoice:
+        result: Invoice = await self._send(
+            _post(f"/invoices/{invoice_id}/void", Invoice, {}, idempotency_key)
+        )
         return result
 
     async def budget_events(self) -> list[bytes]:

@@ -139,12 +139,15 @@ class BillingStore:
             )
         )
 
-    def _envelope(self, customer_id: str | None, correlation_id: str | None) -> dict[str, Any]:
+    def _envelope(
+        self, customer_id: str | None, correlation_id: str | None, causation_id: str | None = None
+    ) -> dict[str, Any]:
         return {
             "event_id": new_id("evt"),
             "timestamp": self.clock(),
             "tenant_id": customer_id,
             "correlation_id": correlation_id,
+            "causation_id": causation_id,
         }
 
     # ---- API keys -----------------------------------------------------------------------
@@ -455,7 +458,9 @@ class BillingStore:
             invoice = self._invoice_period(sub_id, now)
             if invoice is not None:
                 if auto_pay:
-                    invoice = self.pay_invoice(invoice["id"], correlation_id=f"cycle:{sub_id}")
+                    invoice = self.pay_invoice(
+                        invoice["id"], correlation_id=f"cycle:{sub_id}", causation_id=invoice["event_id"]
+                    )
                 closed.append(invoice)
         return closed
 
@@ -514,7 +519,7 @@ class BillingStore:
                 )
                 .values(invoice_id=invoice_id)
             )
-            event = events.UnknownEvent(
+            created = events.UnknownEvent(
                 event_type="invoice.created",
                 data={
                     "invoice_id": invoice_id,
@@ -524,10 +529,12 @@ class BillingStore:
                 },
                 **self._envelope(sub["customer_id"], f"cycle:{subscription_id}"),
             )
-            self._emit(conn, event, sub["customer_id"])
-            return self._invoice(conn, invoice)
+            self._emit(conn, created, sub["customer_id"])
+            return {**self._invoice(conn, invoice), "event_id": created.event_id}
 
-    def pay_invoice(self, invoice_id: str, correlation_id: str | None = None) -> dict[str, Any]:
+    def pay_invoice(
+        self, invoice_id: str, correlation_id: str | None = None, causation_id: str | None = None
+    ) -> dict[str, Any]:
         """Records the payment, marks the invoice paid and opens the subscription's next period."""
         now = self.clock()
         with self.engine.begin() as conn:
@@ -562,10 +569,42 @@ class BillingStore:
                     new_period_start=start,
                     new_period_end=end,
                 ),
-                **self._envelope(sub["customer_id"], correlation_id),
+                **self._envelope(sub["customer_id"], correlation_id, causation_id),
             )
             self._emit(conn, event, sub["customer_id"])
             return self._invoice(conn, {**invoice, "status": "paid", "paid_at": now})
+
+    def fail_payment(self, invoice_id: str, correlation_id: str | None = None) -> dict[str, Any]:
+        """A payment attempt failed: the invoice stays open, the subscription goes ``past_due``."""
+        with self.engine.begin() as conn:
+            invoice = self._require(conn, "invoices", invoice_id, "invoice")
+            if invoice["status"] != "open":
+                raise Conflict(f"invoice {invoice_id} is {invoice['status']}, not open")
+            subs = T["subscriptions"]
+            sub = self._require(conn, "subscriptions", invoice["subscription_id"], "subscription")
+            if "past_due" in TRANSITIONS[sub["status"]]:
+                conn.execute(
+                    subs.update()
+                    .where(subs.c.id == sub["id"])
+                    .values(status="past_due", updated_at=self.clock())
+                )
+            event = events.InvoicePaymentFailed(
+                data=events.InvoicePaymentFailedData(
+                    customer_id=sub["customer_id"], subscription_id=sub["id"], invoice_id=invoice_id
+                ),
+                **self._envelope(sub["customer_id"], correlation_id),
+            )
+            self._emit(conn, event, sub["customer_id"])
+            return self._invoice(conn, invoice)
+
+    def void_invoice(self, invoice_id: str) -> dict[str, Any]:
+        """An open invoice that will not be collected."""
+        with self.engine.begin() as conn:
+            invoice = self._require(conn, "invoices", invoice_id, "invoice")
+            if invoice["status"] != "open":
+                raise Conflict(f"invoice {invoice_id} is {invoice['status']}, not open")
+            conn.execute(T["invoices"].update().where(T["invoices"].c.id == invoice_id).values(status="void"))
+            return self._invoice(conn, {**invoice, "status": "void"})
 
     # ---- events -------------------------------------------------------------------------------
 

@@ -72,12 +72,12 @@ class Dispatcher:
         if self.store.engine.dialect.name == "postgresql":
             with self.store.engine.begin() as conn:
                 rows = self._select_due(conn)
-                results = [await self._publish(row) for row in rows]
+                results = await self._publish_all(rows)
                 self._mark(conn, rows, results)
             return len(rows)
         with self.store.engine.begin() as conn:
             rows = self._lease_due(conn)
-        results = [await self._publish(row) for row in rows]
+        results = await self._publish_all(rows)
         with self.store.engine.begin() as conn:
             self._mark(conn, rows, results)
         return len(rows)
@@ -125,6 +125,10 @@ class Dispatcher:
 
     # ---- publishing and marking -----------------------------------------------------------
 
+    async def _publish_all(self, rows: list[Any]) -> list[str | None]:
+        """Publishes a batch pipelined: sent in outbox order on one connection, acks awaited together."""
+        return list(await asyncio.gather(*(self._publish(row) for row in rows)))
+
     async def _publish(self, row: Any) -> str | None:
         """None when published, else the error."""
         try:
@@ -142,14 +146,15 @@ class Dispatcher:
 
     def _mark(self, conn: Connection, rows: list[Any], results: list[str | None]) -> None:
         now = self.store.clock()
+        published = [row["seq"] for row, error in zip(rows, results, strict=True) if error is None]
+        if published:  # one statement for the batch
+            done = T.update().where(T.c.seq.in_(published))
+            conn.execute(done.values(status="published", published_at=now, lease_until=None))
+            self.stats.published += len(published)
         for row, error in zip(rows, results, strict=True):
-            where = T.c.seq == row["seq"]
             if error is None:
-                conn.execute(
-                    T.update().where(where).values(status="published", published_at=now, lease_until=None)
-                )
-                self.stats.published += 1
                 continue
+            where = T.c.seq == row["seq"]
             attempts = row["attempts"] + 1
             self.stats.failures += 1
             if attempts >= self.max_attempts:

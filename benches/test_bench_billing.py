@@ -1,0 +1,190 @@
+"""Billing-side benchmarks (``make bench``), each beside a NATS-only baseline in the same run.
+
+- API call -> gateway table: latency (p50/p99) and throughput of ``PATCH /subscriptions``
+  through the outbox, the dispatcher (idle poll 5 ms) and the stream, beside raw
+  NATS publish -> callback;
+- dispatcher rows/s on SQLite and PostgreSQL, beside publishing the same payloads
+  straight to JetStream (the ceiling).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from billing_gateway import Gateway, to_micros
+from billing_gateway.billing.api import create_app
+from billing_gateway.billing.client import BillingClient
+from billing_gateway.billing.dispatcher import Dispatcher
+from billing_gateway.billing.store import BillingStore
+from billing_gateway.consumer import EventConsumer
+from billing_gateway.natsd import EmbeddedNats, free_port
+from billing_gateway.stream import ensure_stream
+
+from .test_bench_sync import percentiles, publish_and_wait
+
+CALLS = 2_000
+ROWS = 5_000
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def server() -> Iterator[EmbeddedNats]:
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(Path(tmp)) as s:
+        yield s
+
+
+def one(benchmark: Any, fn: Any) -> Any:
+    return benchmark.pedantic(fn, rounds=1, iterations=1)
+
+
+@pytest.mark.benchmark(group="api_to_gateway")
+def test_api_to_gateway__baseline_raw_nats(benchmark: Any, server: EmbeddedNats) -> None:
+    async def attach(done: Any) -> Any:
+        nc = await nats.connect(server.url)
+
+        async def cb(_: Any) -> None:
+            done()
+
+        await nc.subscribe("billing.events.>", cb=cb)
+        return nc.close
+
+    samples = one(benchmark, lambda: asyncio.run(publish_and_wait(server, attach, "raw")))
+    benchmark.extra_info.update(percentiles(samples))
+
+
+@pytest.mark.benchmark(group="api_to_gateway")
+def test_api_to_gateway__billing_api(benchmark: Any, server: EmbeddedNats, tmp_path: Path) -> None:
+    store = BillingStore.open(str(tmp_path / "billing.db"))
+    _, key = store.create_api_key(["billing:*"])
+    port = free_port()
+    api = uvicorn.Server(uvicorn.Config(create_app(store), port=port, log_level="warning", lifespan="off"))
+    threading.Thread(target=api.run, daemon=True).start()
+    while not api.started:
+        time.sleep(0.01)
+    client = BillingClient(f"http://127.0.0.1:{port}", key)
+    client.create_plan(id="plan_pro", name="Pro", currency="USD", included_budget="1", price="1")
+    sub = client.create_subscription(client.create_customer("Bench", "b@x.io").id, "plan_pro")
+    gw = Gateway()
+
+    async def measure() -> tuple[list[float], float]:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await ensure_stream(js)
+        stop = asyncio.Event()
+        dispatcher = asyncio.create_task(Dispatcher(store, js).run(stop, idle_s=0.005))
+        consumer = EventConsumer(gw, server.url)
+        await consumer.start()
+
+        async def visible(total: int) -> None:
+            while (b := gw.budget(sub.customer_id)) is None or b.total != total:
+                await asyncio.sleep(0.0002)
+
+        samples = []
+        for i in range(2, CALLS + 2):
+            start = time.perf_counter()
+            await asyncio.to_thread(client.update_subscription, sub.id, total_budget=i)
+            await visible(to_micros(i))
+            samples.append(time.perf_counter() - start)
+        burst = time.perf_counter()
+        last = CALLS + 2 + CALLS
+        for i in range(CALLS + 2, last + 1):
+            await asyncio.to_thread(client.update_subscription, sub.id, total_budget=i)
+        await visible(to_micros(last))
+        rate = (CALLS + 1) / (time.perf_counter() - burst)
+        stop.set()
+        await dispatcher
+        await consumer.stop()
+        await nc.close()
+        return samples, rate
+
+    samples, rate = one(benchmark, lambda: asyncio.run(measure()))
+    benchmark.extra_info.update(percentiles(samples))
+    benchmark.extra_info["events_per_s"] = round(rate)
+    api.should_exit = True
+    client.close()
+
+
+@contextlib.contextmanager
+def outbox(kind: str, tmp: Path) -> Iterator[BillingStore]:
+    """A store with ``ROWS`` pending outbox rows, on SQLite or a fresh PostgreSQL schema."""
+    if kind == "sqlite":
+        store = BillingStore.open(str(tmp / "outbox.db"))
+        cleanup = store.engine.dispose
+    else:
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(POSTGRES_URL)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+        store = BillingStore.open(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
+
+        def cleanup() -> None:
+            store.engine.dispose()
+            with admin.begin() as conn:
+                conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+
+    for i in range(ROWS):
+        store.create_customer(f"C{i}", f"c{i}@x.io")
+    try:
+        yield store
+    finally:
+        cleanup()
+
+
+def dispatch_rate(benchmark: Any, server: EmbeddedNats, store: BillingStore) -> None:
+    async def drain() -> float:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await ensure_stream(js)
+        dispatcher = Dispatcher(store, js, batch=500)
+        start = time.perf_counter()
+        while await dispatcher.dispatch_once():
+            pass
+        elapsed = time.perf_counter() - start
+        await nc.close()
+        assert dispatcher.stats.published == ROWS
+        return elapsed
+
+    benchmark.extra_info["rows_per_s"] = round(ROWS / one(benchmark, lambda: asyncio.run(drain())))
+
+
+@pytest.mark.benchmark(group="dispatcher")
+def test_dispatcher__baseline_raw_publish(benchmark: Any, server: EmbeddedNats, tmp_path: Path) -> None:
+    with outbox("sqlite", tmp_path) as store:
+        payloads = [p for _, p in store.list_events(limit=ROWS)]
+
+    async def publish() -> float:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await ensure_stream(js)
+        start = time.perf_counter()
+        for i, payload in enumerate(payloads):
+            await js.publish("billing.events.customer.created", payload, headers={"Nats-Msg-Id": f"raw{i}"})
+        elapsed = time.perf_counter() - start
+        await nc.close()
+        return elapsed
+
+    benchmark.extra_info["rows_per_s"] = round(ROWS / one(benchmark, lambda: asyncio.run(publish())))
+
+
+@pytest.mark.benchmark(group="dispatcher")
+def test_dispatcher__sqlite(benchmark: Any, server: EmbeddedNats, tmp_path: Path) -> None:
+    with outbox("sqlite", tmp_path) as store:
+        dispatch_rate(benchmark, server, store)
+
+
+@pytest.mark.benchmark(group="dispatcher")
+def test_dispatcher__postgresql(benchmark: Any, server: EmbeddedNats, tmp_path: Path) -> None:
+    with outbox("postgresql", tmp_path) as store:
+        dispatch_rate(benchmark, server, store)

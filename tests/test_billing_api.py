@@ -252,3 +252,11 @@ def test_a_gateway_rebuilds_its_table_from_budget_events(service: Service) -> No
         for event in c.budget_events():
             assert rebuilt.apply(event) is ApplyOutcome.APPLIED
     assert rebuilt.budgets() == following.budgets()
+
+
+def test_outbox_metrics(service: Service) -> None:
+    setup(service)
+    text = httpx.get(f"{service.url}/metrics").text
+    assert 'billing_outbox_events{status="pending"} 2' in text  # customer + subscription, not dispatched
+    assert 'billing_outbox_events{status="dead"} 0' in text
+    assert "billing_outbox_oldest_pending_seconds" in text

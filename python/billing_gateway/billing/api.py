@@ -339,6 +339,17 @@ def create_app(store: BillingStore) -> Litestar:
         _need(who, "billing:events:read")
         return [msgspec.json.decode(e) for e in store.budget_events(who.customer_id)]
 
+    @get("/metrics", include_in_schema=False, media_type="text/plain; version=0.0.4")
+    async def metrics() -> str:
+        """Prometheus text: outbox rows by status and the oldest pending row's age."""
+        state = store.outbox_state()
+        lines = ["# TYPE billing_outbox_events gauge"]
+        for status in ("pending", "published", "dead"):
+            lines.append(f'billing_outbox_events{{status="{status}"}} {state["counts"].get(status, 0)}')
+        lines += ["# TYPE billing_outbox_oldest_pending_seconds gauge"]
+        lines.append(f"billing_outbox_oldest_pending_seconds {state['oldest_pending_s']:.3f}")
+        return "\n".join(lines) + "\n"
+
     def billing_error(_: Req, exc: BillingError) -> Response[dict[str, Any]]:
         return Response({"status_code": exc.status_code, "detail": str(exc)}, status_code=exc.status_code)
 
@@ -361,7 +372,7 @@ def create_app(store: BillingStore) -> Litestar:
         dependencies={"who": Provide(principal)},
     )  # fmt: skip
     return Litestar(
-        route_handlers=[api],
+        route_handlers=[api, metrics],
         exception_handlers={BillingError: billing_error, ValidationException: invalid_body},
         openapi_config=OpenAPIConfig(title="billing_gateway Billing API", version="1.0.0", path="/"),
         debug=False,

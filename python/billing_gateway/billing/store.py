@@ -608,6 +608,17 @@ class BillingStore:
 
     # ---- events -------------------------------------------------------------------------------
 
+    def outbox_state(self) -> dict[str, Any]:
+        """Outbox rows by status, and the age of the oldest pending one (for /metrics)."""
+        ev = T["billing_events"]
+        with self.engine.connect() as conn:
+            by_status = conn.execute(sa.select(ev.c.status, sa.func.count()).group_by(ev.c.status)).all()
+            oldest = conn.execute(
+                sa.select(sa.func.min(ev.c.created_at)).where(ev.c.status == "pending")
+            ).scalar()
+        age = (self.clock() - utc(oldest)).total_seconds() if oldest is not None else 0.0
+        return {"counts": {str(k): int(v) for k, v in by_status}, "oldest_pending_s": max(0.0, age)}
+
     def list_events(
         self, customer_id: str | None = None, after: int = 0, limit: int = 100
     ) -> list[tuple[int, bytes]]:

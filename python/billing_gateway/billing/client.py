@@ -1,4 +1,4 @@
-"""Typed clients of the Billing API: ``BillingClient`` (sync) and ``AsyncBillingClient``.
+"""Typed clients of the Billing API: ``AsyncBillingClient`` and its sync facade ``BillingClient``.
 
 Every POST carries an ``Idempotency-Key`` (generated unless given), so connection
 errors and 5xx answers are retried with exponential backoff without ever doing a
@@ -8,11 +8,13 @@ thing twice. A 4xx answer raises the matching :class:`ApiError` subclass.
 from __future__ import annotations
 
 import asyncio
-import time
+import functools
+import threading
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 import msgspec
@@ -185,135 +187,6 @@ class _Base:
         return float(self.backoff_s * 2**attempt)
 
 
-class BillingClient(_Base):
-    """The Billing API, synchronously. Use as a context manager, or call ``close()``."""
-
-    def __init__(self, base_url: str, api_key: str, **options: Any) -> None:
-        super().__init__(base_url, api_key, **options)
-        self._http = httpx.Client(timeout=self.timeout, headers=self.headers)
-
-    def _send(self, call: _Call) -> Any:
-        attempt = 0
-        while True:
-            response: httpx.Response | None = None
-            try:
-                response = self._http.request(
-                    call.method,
-                    self.base_url + call.path,
-                    json=call.json,
-                    params=call.params,
-                    headers=call.headers(),
-                )
-            except httpx.TransportError:
-                if not self._retryable(attempt, None):
-                    raise
-            if response is not None and not self._retryable(attempt, response):
-                return call.read(response)
-            time.sleep(self._delay(attempt))
-            attempt += 1
-
-    def create_customer(
-        self,
-        name: str,
-        email: str,
-        stripe_customer_id: str | None = None,
-        *,
-        idempotency_key: str | None = None,
-    ) -> Customer:
-        result: Customer = self._send(
-            _Calls.create_customer(name, email, stripe_customer_id, idempotency_key)
-        )
-        return result
-
-    def get_customer(self, customer_id: str) -> Customer:
-        result: Customer = self._send(_Call("GET", f"/customers/{customer_id}", Customer))
-        return result
-
-    def list_plans(self) -> list[Plan]:
-        result: list[Plan] = self._send(_Call("GET", "/plans", list[Plan]))
-        return result
-
-    def create_plan(self, *, idempotency_key: str | None = None, **fields: Any) -> Plan:
-        body = {k: _money(v) if k in ("included_budget", "price") else v for k, v in fields.items()}
-        result: Plan = self._send(_Calls.create_plan(body, idempotency_key))
-        return result
-
-    def create_subscription(
-        self,
-        customer_id: str,
-        plan_id: str,
-        *,
-        total_budget: Decimal | int | str | None = None,
-        trial_days: int = 0,
-        idempotency_key: str | None = None,
-    ) -> Subscription:
-        call = _Calls.create_subscription(customer_id, plan_id, total_budget, trial_days, idempotency_key)
-        result: Subscription = self._send(call)
-        return result
-
-    def get_subscription(self, subscription_id: str) -> Subscription:
-        result: Subscription = self._send(_Call("GET", f"/subscriptions/{subscription_id}", Subscription))
-        return result
-
-    def update_subscription(
-        self,
-        subscription_id: str,
-        *,
-        plan_id: str | None = None,
-        total_budget: Decimal | int | str | None = None,
-        status: str | None = None,
-    ) -> Subscription:
-        result: Subscription = self._send(
-            _Calls.update_subscription(subscription_id, plan_id, total_budget, status)
-        )
-        return result
-
-    def cancel_subscription(self, subscription_id: str) -> Subscription:
-        return self.update_subscription(subscription_id, status="canceled")
-
-    def record_usage(
-        self, subscription_id: str, amount: Decimal | int | str, idempotency_key: str
-    ) -> UsageRecordOut:
-        result: UsageRecordOut = self._send(_Calls.record_usage(subscription_id, amount, idempotency_key))
-        return result
-
-    def list_invoices(self, customer_id: str | None = None) -> list[Invoice]:
-        result: list[Invoice] = self._send(_Calls.list_invoices(customer_id))
-        return result
-
-    def pay_invoice(self, invoice_id: str, *, idempotency_key: str | None = None) -> Invoice:
-        result: Invoice = self._send(_post(f"/invoices/{invoice_id}/pay", Invoice, {}, idempotency_key))
-        return result
-
-    def fail_payment(self, invoice_id: str, *, idempotency_key: str | None = None) -> Invoice:
-        result: Invoice = self._send(
-            _post(f"/invoices/{invoice_id}/payment-failed", Invoice, {}, idempotency_key)
-        )
-        return result
-
-    def void_invoice(self, invoice_id: str, *, idempotency_key: str | None = None) -> Invoice:
-        result: Invoice = self._send(_post(f"/invoices/{invoice_id}/void", Invoice, {}, idempotency_key))
-        return result
-
-    def events(self, customer_id: str | None = None, after: int = 0, limit: int = 100) -> EventPage:
-        result: EventPage = self._send(_Calls.events(customer_id, after, limit))
-        return result
-
-    def budget_events(self) -> list[bytes]:
-        """Every live subscription's state as events, to rebuild a gateway after a gap."""
-        docs: list[dict[str, Any]] = self._send(_Call("GET", "/budgets", list[dict[str, Any]]))
-        return [msgspec.json.encode(d) for d in docs]
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> BillingClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-
 class AsyncBillingClient(_Base):
     """The Billing API, for asyncio. Use as an async context manager, or ``await aclose()``."""
 
@@ -362,7 +235,7 @@ class AsyncBillingClient(_Base):
         result: list[Plan] = await self._send(_Call("GET", "/plans", list[Plan]))
         return result
 
-    async def create_plan(self, *, idempotency_key: str | None = None, **fields: Any) -> Plan:
+    async def create_plan(self, /, *, idempotency_key: str | None = None, **fields: Any) -> Plan:
         body = {k: _money(v) if k in ("included_budget", "price") else v for k, v in fields.items()}
         result: Plan = await self._send(_Calls.create_plan(body, idempotency_key))
         return result
@@ -445,3 +318,61 @@ class AsyncBillingClient(_Base):
 
     async def __aexit__(self, *_: object) -> None:
         await self.aclose()
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _blocking(
+    method: Callable[Concatenate[AsyncBillingClient, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[BillingClient, P], R]:
+    """The sync twin of an ``AsyncBillingClient`` method (same signature, same docs)."""
+
+    def call(self: BillingClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return asyncio.run_coroutine_threadsafe(method(self._client, *args, **kwargs), self._loop).result()
+
+    functools.update_wrapper(call, method)
+    return call
+
+
+class BillingClient:
+    """The Billing API, synchronously: the async client run on a private event loop thread,
+    so it works from plain threads and from inside another event loop alike. Use as a
+    context manager, or call ``close()``."""
+
+    def __init__(self, base_url: str, api_key: str, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="billing-client", daemon=True)
+        self._thread.start()
+        self._client = AsyncBillingClient(base_url, api_key, **options)
+
+    create_customer = _blocking(AsyncBillingClient.create_customer)
+    get_customer = _blocking(AsyncBillingClient.get_customer)
+    list_plans = _blocking(AsyncBillingClient.list_plans)
+    create_plan = _blocking(AsyncBillingClient.create_plan)
+    create_subscription = _blocking(AsyncBillingClient.create_subscription)
+    get_subscription = _blocking(AsyncBillingClient.get_subscription)
+    update_subscription = _blocking(AsyncBillingClient.update_subscription)
+    cancel_subscription = _blocking(AsyncBillingClient.cancel_subscription)
+    record_usage = _blocking(AsyncBillingClient.record_usage)
+    list_invoices = _blocking(AsyncBillingClient.list_invoices)
+    pay_invoice = _blocking(AsyncBillingClient.pay_invoice)
+    fail_payment = _blocking(AsyncBillingClient.fail_payment)
+    void_invoice = _blocking(AsyncBillingClient.void_invoice)
+    events = _blocking(AsyncBillingClient.events)
+    budget_events = _blocking(AsyncBillingClient.budget_events)
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> BillingClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

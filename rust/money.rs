@@ -1,7 +1,5 @@
 //! Exact decimal text to integer micro-units. Never through a binary float, never rounding.
 
-/// Micro-units per whole unit of a currency (1 USD = 1_000_000).
-pub const MICROS_PER_UNIT: u64 = 1_000_000;
 const SCALE_DIGITS: i64 = 6;
 
 /// Parses a non-negative decimal number (`"100"`, `"0.25"`, `"1.5e2"`, JSON number

@@ -478,10 +478,6 @@ impl Table {
         }
     }
 
-    pub fn config(&self) -> Config {
-        self.config
-    }
-
     /// The cursor stored in the snapshot this table was restored from (0 if new).
     pub fn cursor(&self) -> u64 {
         self.cursor
@@ -722,20 +718,18 @@ impl Table {
         if let Kind::Created(c) = &ev.kind {
             return self.apply_created(w, ev.ts, c);
         }
-        let entry = match w.subs.get(sub) {
+        let (tenant, entry) = match w.subs.get(sub) {
             SubState::Unknown => return self.park(w, sub, raw),
-            SubState::Superseded(tenant) => {
-                // The tenant's row follows a newer subscription: nothing to do.
-                if let Some(customer) = ev.kind.customer() {
-                    check_customer(sub, tenant, customer)?;
-                }
-                return Ok(Outcome::Stale);
-            }
-            SubState::Current(entry) => entry,
+            SubState::Superseded(tenant) => (tenant, None),
+            SubState::Current(entry) => (entry.tenant.as_str(), Some(entry)),
         };
         if let Some(customer) = ev.kind.customer() {
-            check_customer(sub, &entry.tenant, customer)?;
+            check_customer(sub, tenant, customer)?;
         }
+        let Some(entry) = entry else {
+            // The tenant's row follows a newer subscription: nothing to do.
+            return Ok(Outcome::Stale);
+        };
         let changed = match &ev.kind {
             Kind::Updated(u) => apply_update(entry, &mut self.names.write(), ev.ts, u),
             Kind::InvoicePaid(p) => apply_paid(entry, &mut w.journal, p),

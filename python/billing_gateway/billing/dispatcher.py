@@ -173,6 +173,5 @@ class Dispatcher:
 
     def pending(self) -> dict[str, int]:
         """Rows by status (``pending``, ``published``, ``dead``)."""
-        with self.store.engine.connect() as conn:
-            counts = conn.execute(sa.select(T.c.status, sa.func.count()).group_by(T.c.status)).all()
-        return {status: int(n) for status, n in counts}
+        counts: dict[str, int] = self.store.outbox_state()["counts"]
+        return counts

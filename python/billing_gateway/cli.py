@@ -21,6 +21,7 @@ from typing import TextIO
 
 import nats
 
+from .billing import commands as billing_commands
 from .daemon import DaemonOptions, resolve_nats, run
 from .errors import InvalidEvent
 from .settings import env, env_path
@@ -69,29 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     publish = commands.add_parser("publish", help="publish JSON-lines events to the stream")
     publish.add_argument("file", nargs="?", default="-", help="a JSON-lines file, or - for standard input")
 
-    billing = commands.add_parser("billing", help="the reference Billing service")
-    billing.add_argument(
-        "--db",
-        default=env("BILLING_DB", "billing.db"),
-        help="SQLite path or PostgreSQL URL (default ./billing.db)",
-    )
-    actions = billing.add_subparsers(dest="action", required=True)
-    serve = actions.add_parser("serve", help="API, outbox dispatcher, cycle scheduler and usage ingestion")
-    serve.add_argument(
-        "--http", type=_host_port, default=env("BILLING_HTTP", "127.0.0.1:8088"), metavar="HOST:PORT"
-    )
-    serve.add_argument(
-        "--no-auto-pay", action="store_true", help="leave invoices open for POST /invoices/{id}/pay"
-    )
-    serve.add_argument("--cycle-every", type=float, default=60.0, metavar="SECONDS")
-    actions.add_parser("dispatch", help="the outbox dispatcher alone")
-    keys = actions.add_parser("keys", help="API keys")
-    keys_actions = keys.add_subparsers(dest="keys_action", required=True)
-    create = keys_actions.add_parser("create", help="create a key and print it (once)")
-    create.add_argument(
-        "--scope", action="append", required=True, help="a scope; repeat for more; billing:* for all"
-    )
-    create.add_argument("--customer", help="bind the key to one customer")
+    billing_commands.add_parser(commands)
     return parser
 
 
@@ -119,32 +98,6 @@ async def _publish(url: str, source: TextIO) -> int:
         await nc.drain()
 
 
-def _billing(args: argparse.Namespace) -> int:
-    from .billing.service import ServiceOptions, dispatch, serve
-    from .billing.store import BillingStore
-
-    if args.action == "keys":
-        key_id, secret = BillingStore.open(args.db).create_api_key(args.scope, args.customer)
-        print(secret)
-        print(f"key {key_id}: store it now, it is not shown again", file=sys.stderr)
-        return 0
-    options = ServiceOptions(db=args.db, nats_url=args.nats_url, data_dir=args.data_dir)
-    if args.action == "dispatch":
-        return dispatch(options)
-    host, port = args.http if isinstance(args.http, tuple) else _host_port(args.http)
-    return serve(
-        ServiceOptions(
-            db=args.db,
-            nats_url=args.nats_url,
-            data_dir=args.data_dir,
-            host=host,
-            port=port,
-            auto_pay=not args.no_auto_pay,
-            cycle_every_s=args.cycle_every,
-        )
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -165,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return asyncio.run(run(options))
     if args.command == "billing":
-        return _billing(args)
+        return billing_commands.run(args)
     url, embedded = resolve_nats(args.nats_url, args.data_dir)
     try:
         if args.file == "-":

@@ -113,6 +113,12 @@ mod tests {
             "1e-7",
             "99999999999999999999",
             "1e20",
+            " 5 ",
+            "5 ",
+            "+5",
+            "1_000",
+            "\u{661}\u{662}",
+            "1e-9999999",
         ] {
             assert!(parse_micros(bad).is_err(), "{bad} should be rejected");
         }

@@ -1,7 +1,7 @@
 //! PyO3 bindings: argument conversion and result objects only. All rules live in
 //! the Python-free modules of the crate.
 
-use crate::event::Status;
+use crate::event::{self, Status};
 use crate::table::{BudgetView, Config, Decision, Outcome, Reason, Table};
 use crate::{snapshot, Error};
 use chrono::{DateTime, Utc};
@@ -9,6 +9,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyMemoryView, PyString};
+use std::borrow::Cow;
 
 pyo3::import_exception!(billing_gateway.errors, InvalidEvent);
 pyo3::import_exception!(billing_gateway.errors, InvalidAmount);
@@ -87,6 +88,39 @@ const REASONS: [Reason; 5] = [
     Reason::Inactive,
     Reason::PeriodEnded,
 ];
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map_or_else(|_| "?".to_string(), |n| n.to_string())
+}
+
+/// A copy of a bytes-like object (`bytearray`, `memoryview`) as `bytes`.
+fn copy_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    obj.py()
+        .import("builtins")?
+        .getattr("bytes")?
+        .call1((obj,))?
+        .extract()
+}
+
+/// The JSON of an event given as `bytes`, `str`, `bytearray` or `memoryview`; `None`
+/// for anything else. A `str` that is not Unicode (a lone surrogate) is `InvalidEvent`.
+fn event_bytes<'a>(event: &'a Bound<'_, PyAny>) -> PyResult<Option<Cow<'a, [u8]>>> {
+    if let Ok(b) = event.cast::<PyBytes>() {
+        return Ok(Some(Cow::Borrowed(b.as_bytes())));
+    }
+    if let Ok(s) = event.cast::<PyString>() {
+        let text = s.to_str().map_err(|_| {
+            InvalidEvent::new_err("event: not UTF-8 (the str holds a lone surrogate)")
+        })?;
+        return Ok(Some(Cow::Borrowed(text.as_bytes())));
+    }
+    if event.is_instance_of::<PyByteArray>() || event.is_instance_of::<PyMemoryView>() {
+        return Ok(Some(Cow::Owned(copy_bytes(event)?)));
+    }
+    Ok(None)
+}
 
 /// An amount argument: a non-negative `int` of micro-units.
 #[inline]
@@ -261,20 +295,12 @@ impl Gateway {
 
     /// Applies one event (JSON bytes or str, or a `billing_gateway.events` struct).
     fn apply(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let outcome = if let Ok(b) = event.cast::<PyBytes>() {
-            self.table.apply(b.as_bytes())?
-        } else if let Ok(s) = event.cast::<PyString>() {
-            self.table.apply(s.to_str()?.as_bytes())?
-        } else if event.is_instance_of::<PyByteArray>() || event.is_instance_of::<PyMemoryView>() {
-            let owned: Vec<u8> = py
-                .import("builtins")?
-                .getattr("bytes")?
-                .call1((event,))?
-                .extract()?;
-            self.table.apply(&owned)?
-        } else {
-            let encoded = models(py)?.encode_event.bind(py).call1((event,))?;
-            self.table.apply(encoded.cast::<PyBytes>()?.as_bytes())?
+        let outcome = match event_bytes(event)? {
+            Some(raw) => self.table.apply(&raw)?,
+            None => {
+                let encoded = models(py)?.encode_event.bind(py).call1((event,))?;
+                self.table.apply(encoded.cast::<PyBytes>()?.as_bytes())?
+            }
         };
         outcome_member(py, outcome)
     }
@@ -366,14 +392,11 @@ impl Gateway {
             || data.is_instance_of::<PyByteArray>()
             || data.is_instance_of::<PyMemoryView>()
         {
-            py.import("builtins")?
-                .getattr("bytes")?
-                .call1((data,))?
-                .extract()?
+            copy_bytes(data)?
         } else {
-            let kind = data.get_type().name()?.to_string();
             return Err(InvalidSnapshot::new_err(format!(
-                "expected the bytes returned by Gateway.snapshot(), got {kind}"
+                "expected the bytes returned by Gateway.snapshot(), got {}",
+                type_name(data)
             )));
         };
         let table = py.detach(|| snapshot::decode(&bytes))?;
@@ -444,6 +467,20 @@ fn ack_info(reply: &str, consumer: &str) -> Option<(u64, u64, i64, u64)> {
     crate::jetstream::ack_info(reply, consumer)
 }
 
+/// Checks one event (JSON as `bytes` or `str`) against the one definition of a valid
+/// event; raises `InvalidEvent` naming the offending field.
+#[pyfunction]
+fn validate_event(data: &Bound<'_, PyAny>) -> PyResult<()> {
+    let raw = event_bytes(data)?.ok_or_else(|| {
+        PyTypeError::new_err(format!(
+            "expected an event as bytes or str, not {}",
+            type_name(data)
+        ))
+    })?;
+    event::parse(&raw)?;
+    Ok(())
+}
+
 /// The floor for benchmarks: a method with `try_spend`'s signature that does nothing.
 #[pyclass(frozen, module = "billing_gateway._core")]
 pub struct NoOp;
@@ -466,5 +503,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyDecision>()?;
     m.add_class::<NoOp>()?;
     m.add_function(wrap_pyfunction!(ack_info, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_event, m)?)?;
     Ok(())
 }

@@ -224,8 +224,19 @@ def test_payment_failed_sets_past_due_and_status_is_last_writer_wins(gw: Gateway
 def test_unknown_event_types_are_ignored(gw: Gateway) -> None:
     before = gw.budgets()
     assert gw.apply(event("coupon.created", {"id": "x"})) is A.IGNORED
-    assert gw.apply(event("usage.reported", {"anything": 1})) is A.IGNORED
+    usage = {
+        "tenant_id": "cus_1",
+        "subscription_id": "sub_1",
+        "amount": 5,
+        "period_start": "2026-06-01T00:00:00Z",
+        "idempotency_key": "k",
+    }
+    assert gw.apply(event("usage.reported", usage)) is A.IGNORED
+    assert gw.apply(event("routing_policy.deleted", {"policy_id": "p"})) is A.IGNORED
     assert gw.budgets() == before
+    # Types the table does not act on are still validated: a gateway never acks garbage.
+    with pytest.raises(InvalidEvent, match="tenant_id"):
+        gw.apply(event("usage.reported", {"anything": 1}))
 
 
 def test_parked_events_are_bounded() -> None:

@@ -5,7 +5,7 @@ from typing import final
 from .events import Event, UnknownEvent
 from .models import ApplyOutcome, Budget, Reason, UsageRecord
 
-__all__ = ["Decision", "Gateway", "NoOp", "ack_info"]
+__all__ = ["Decision", "Gateway", "NoOp", "ack_info", "validate_event"]
 
 @final
 class Decision:
@@ -59,3 +59,4 @@ class NoOp:
     def try_spend(self, tenant_id: str, amount: int) -> bool: ...
 
 def ack_info(reply: str, consumer: str) -> tuple[int, int, int, int] | None: ...
+def validate_event(data: bytes | bytearray | memoryview | str) -> None: ...

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from ._core import Decision, Gateway, ack_info
+from ._core import Decision, Gateway, ack_info, validate_event
 
-__all__ = ["Decision", "Gateway", "ack_info"]
+__all__ = ["Decision", "Gateway", "ack_info", "validate_event"]

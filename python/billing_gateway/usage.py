@@ -4,7 +4,8 @@
 per record to the billing stream. The event id is derived from the record's
 idempotency key, so a republished record is dropped by the broker, and billing
 records it exactly once (by that key) in any case. A record whose publish fails is
-kept and retried on the next round.
+kept in ``unsent`` and retried on the next round; the daemon keeps ``unsent`` in its
+snapshots, so records drained before a restart are reported after it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from nats.js import JetStreamContext
@@ -35,25 +37,52 @@ def usage_event(record: UsageRecord) -> UsageReported:
 
 
 class UsageReporter:
-    def __init__(self, gateway: Gateway, js: JetStreamContext, *, interval_s: float = 10.0) -> None:
+    """Reports the gateway's committed spend. ``js`` may be set later (``reporter.js = …``):
+    until then nothing is drained, so the usage stays in the gateway's journal."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        js: JetStreamContext | None = None,
+        *,
+        interval_s: float = 10.0,
+        unsent: Iterable[UsageRecord] = (),
+        on_drained: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_drained`` runs after each drain that returned records, before they are
+        published: the daemon writes a snapshot there, so that a record is never both
+        published and still in the journal of the snapshot a restart would restore."""
         self.gateway = gateway
+        self.on_drained = on_drained
         self.js = js
         self.interval_s = interval_s
-        self.unsent: list[UsageRecord] = []
+        self.unsent: list[UsageRecord] = list(unsent)
         self.published = 0
+        self.failing = False
 
     async def report_once(self) -> int:
         """Drains the gateway and publishes every record not yet sent; returns how many went out."""
-        self.unsent.extend(self.gateway.drain_usage())
+        if self.js is None:
+            return 0
+        drained = self.gateway.drain_usage()
+        if drained:
+            self.unsent.extend(drained)
+            if self.on_drained is not None:
+                self.on_drained()
         sent = 0
         while self.unsent:
             try:
                 await publish_event(self.js, usage_event(self.unsent[0]))
             except Exception as exc:
-                log.warning("usage not reported yet (%d records waiting): %s", len(self.unsent), exc)
+                if not self.failing:
+                    log.warning("usage not reported yet (%d records waiting): %s", len(self.unsent), exc)
+                self.failing = True
                 break
             self.unsent.pop(0)
             sent += 1
+        if sent and self.failing and not self.unsent:
+            log.info("usage reporting resumed")
+            self.failing = False
         self.published += sent
         return sent
 

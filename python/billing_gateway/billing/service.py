@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import nats
 import uvicorn
 from nats.js import JetStreamContext
 
-from billing_gateway.daemon import resolve_nats
+from billing_gateway import broker
+from billing_gateway.connection import connect_when_up
 from billing_gateway.stream import ensure_stream
 
 from .api import create_app
@@ -54,21 +54,26 @@ class _Server(uvicorn.Server):
 
 async def _run(options: ServiceOptions, loops: Callable[..., list[Awaitable[None]]]) -> int:
     store = BillingStore.open(options.db)
-    url, embedded = resolve_nats(options.nats_url, options.data_dir)
-    nc = await nats.connect(url, name="billing", max_reconnect_attempts=-1, reconnect_time_wait=0.5)
-    js = nc.jetstream()
-    await ensure_stream(js)
+    url = broker.resolve_nats(options.nats_url, options.data_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    background = []
+    if options.nats_url is None:
+        background.append(asyncio.ensure_future(broker.keep_alive(options.data_dir, stop)))
+    nc = await connect_when_up(url, name="billing", stop=stop)
     try:
-        await asyncio.gather(*loops(store, js, stop))
+        if nc is not None:
+            js = nc.jetstream()
+            await ensure_stream(js)
+            await asyncio.gather(*loops(store, js, stop))
     finally:
-        await nc.drain()
+        stop.set()
+        await asyncio.gather(*background)
+        if nc is not None:
+            await nc.drain()
         store.engine.dispose()
-        if embedded is not None:
-            embedded.stop()
     return 0
 
 

@@ -109,3 +109,26 @@ def test_unreachable_broker_is_a_one_line_error(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines()[-1].startswith("billing-gateway: error: cannot connect to NATS")
     missing = cli(tmp_path, "publish", str(tmp_path / "nope.jsonl"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_two_daemons_on_one_snapshot_is_a_one_line_error(tmp_path: Path) -> None:
+    first = Daemon(tmp_path, None).start()
+    try:
+        port = free_port()
+        done = cli(
+            first.data_dir, "consume", "--snapshot", str(first.snapshot), "--http", f"127.0.0.1:{port}"
+        )
+        assert done.returncode == 2 and "used by another running daemon" in done.stderr
+        busy = cli(
+            first.data_dir,
+            "consume",
+            "--snapshot",
+            str(tmp_path / "b.snap"),
+            "--http",
+            f"127.0.0.1:{first.port}",
+        )
+        assert busy.returncode == 2 and "Traceback" not in busy.stderr
+        assert busy.stderr.strip().splitlines()[-1].startswith("billing-gateway: error:")
+    finally:
+        assert first.terminate() == 0
+        cli(first.data_dir, "broker", "stop")

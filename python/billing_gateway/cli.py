@@ -29,6 +29,7 @@ from .daemon import DaemonOptions, run
 from .deadletters import UnknownDeadLetter, list_dead_letters, redrive
 from .publishing import publish_text
 from .settings import env, env_path
+from .snapshots import SnapshotInUse
 from .stream import ensure_stream
 
 __all__ = ["main"]
@@ -224,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return _dispatch(args)
-    except (CommandError, NatsUnreachable, UnknownDeadLetter) as exc:
+    except (CommandError, NatsUnreachable, UnknownDeadLetter, SnapshotInUse) as exc:
         print(f"billing-gateway: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a port in use, a directory that cannot be created, ...

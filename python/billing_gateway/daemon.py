@@ -217,8 +217,10 @@ def _rebuild_from_billing(url: str, key: str) -> Callable[[], Awaitable[list[byt
 
 
 async def run(options: DaemonOptions) -> int:
-    url = resolve_nats(options.nats_url, options.data_dir)
     store = SnapshotStore(options.snapshot) if options.snapshot else None
+    if store is not None:
+        store.lock()
+    url = resolve_nats(options.nats_url, options.data_dir)
     gateway_options = {
         "grace_period_s": options.grace_period_s,
         "unknown_tenant": options.unknown_tenant,

@@ -10,6 +10,7 @@ too, so a crash between the two writes still pairs every snapshot with its own m
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import zlib
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
@@ -24,9 +26,13 @@ from .errors import InvalidSnapshot
 from .gateway import Gateway
 from .models import UsageRecord
 
-__all__ = ["SavedState", "SnapshotStore"]
+__all__ = ["SavedState", "SnapshotInUse", "SnapshotStore"]
 
 log = logging.getLogger(__name__)
+
+
+class SnapshotInUse(RuntimeError):
+    pass
 
 
 class _Meta(msgspec.Struct, frozen=True):
@@ -72,6 +78,22 @@ class SnapshotStore:
         self.path = Path(path)
         self.meta_path = self.path.with_name(self.path.name + ".meta")
         self._last_meta: _Meta | None = None
+        self._lock_file: BinaryIO | None = None
+
+    def lock(self) -> None:
+        """Claims the snapshot for this process until it exits; raises
+        :class:`SnapshotInUse` when another process holds it (two daemons writing one
+        snapshot would each throw away the other's spends)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.path.with_name(self.path.name + ".lock"), "a+b")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise SnapshotInUse(
+                f"the snapshot {self.path} is used by another running daemon; "
+                "give this one its own --snapshot"
+            ) from None
 
     def save(
         self,

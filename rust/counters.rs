@@ -46,6 +46,13 @@ impl AtomicUsage {
     pub fn new(usage: Usage) -> Self {
         Self(AtomicU128::new(pack(usage)))
     }
+
+    /// The current value, read with an acquire-release RMW: a debit (an RMW too) either
+    /// precedes it in the cell's modification order and is seen, or follows it and
+    /// synchronises with it (the snapshot side of `Table::dirty`).
+    pub fn load_latest(&self) -> Usage {
+        unpack(self.0.fetch_or(0, Ordering::AcqRel))
+    }
 }
 
 fn pack(u: Usage) -> u128 {
@@ -272,6 +279,56 @@ mod tests {
                         reserved: 0
                     }
                 );
+            });
+        }
+
+        /// The `Table::dirty` protocol, with its orderings: a debit (AcqRel RMW, then
+        /// a relaxed check of the flag) races a snapshot (clear, SeqCst fence, AcqRel
+        /// RMW read). Afterwards the snapshot saw the debit or the flag is set.
+        #[test]
+        fn a_debit_a_snapshot_misses_leaves_the_flag_set() {
+            loom::model(|| {
+                let cell = Arc::new(LoomUsage(AtomicU64::new(0)));
+                let dirty = Arc::new(AtomicBool::new(true));
+                let spender = {
+                    let (cell, dirty) = (Arc::clone(&cell), Arc::clone(&dirty));
+                    loom::thread::spawn(move || {
+                        assert!(try_debit(&*cell, 10, 1).is_ok());
+                        if !dirty.load(Ordering::Relaxed) {
+                            dirty.store(true, Ordering::Relaxed);
+                        }
+                    })
+                };
+                dirty.store(false, Ordering::Relaxed);
+                loom::sync::atomic::fence(Ordering::SeqCst);
+                let seen = cell.0.fetch_or(0, Ordering::AcqRel);
+                spender.join().unwrap();
+                assert!(seen == 1 << 32 || dirty.load(Ordering::Relaxed));
+            });
+        }
+
+        /// The same for a change to another structure (the reservation map): fences on
+        /// both sides.
+        #[test]
+        fn a_hold_a_snapshot_misses_leaves_the_flag_set() {
+            loom::model(|| {
+                let map = Arc::new(AtomicBool::new(false));
+                let dirty = Arc::new(AtomicBool::new(true));
+                let holder = {
+                    let (map, dirty) = (Arc::clone(&map), Arc::clone(&dirty));
+                    loom::thread::spawn(move || {
+                        map.store(true, Ordering::Relaxed);
+                        loom::sync::atomic::fence(Ordering::SeqCst);
+                        if !dirty.load(Ordering::Relaxed) {
+                            dirty.store(true, Ordering::Relaxed);
+                        }
+                    })
+                };
+                dirty.store(false, Ordering::Relaxed);
+                loom::sync::atomic::fence(Ordering::SeqCst);
+                let seen = map.load(Ordering::Relaxed);
+                holder.join().unwrap();
+                assert!(seen || dirty.load(Ordering::Relaxed));
             });
         }
 

@@ -408,24 +408,35 @@ impl Gateway {
         self.table.cursor()
     }
 
-    /// Committed spend per subscription since the last drain.
+    /// Committed spend per subscription since the last drain. If the records cannot be
+    /// handed over (e.g. MemoryError), they go back to the journal: nothing is lost.
     fn drain_usage<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let cls = models(py)?.usage_record.bind(py);
-        let records = self
-            .table
-            .drain_usage()
-            .into_iter()
+        let records = self.table.drain_usage();
+        let objects = records
+            .iter()
             .map(|r| {
                 cls.call1((
                     &*r.item.tenant_id,
                     &*r.item.subscription_id,
                     r.item.amount,
                     datetime(r.item.period_start)?,
-                    r.idempotency_key,
+                    &r.idempotency_key,
                 ))
             })
-            .collect::<PyResult<Vec<_>>>()?;
-        PyList::new(py, records)
+            .collect::<PyResult<Vec<_>>>()
+            .and_then(|objects| PyList::new(py, objects));
+        if objects.is_err() {
+            self.table.requeue_usage(records);
+        }
+        objects
+    }
+
+    /// Whether the table changed since the last `snapshot()` (or since it was created or
+    /// restored): the next snapshot is due.
+    #[getter]
+    fn dirty(&self) -> bool {
+        self.table.dirty()
     }
 
     /// Pins the table's clock at `micros` since the epoch (tests, simulations);

@@ -46,6 +46,8 @@ impl Out {
 /// Serialises the table with `cursor` (the position in the event stream it reflects).
 pub fn encode(table: &Table, cursor: u64) -> Vec<u8> {
     let w = table.writer.lock();
+    // Before reading anything: a change this snapshot misses flags the table again.
+    table.clear_dirty();
     let tenants = &table.tenants;
     let mut out = Out(Vec::with_capacity(64 + tenants.len() * 128));
     out.0.extend_from_slice(MAGIC);
@@ -88,7 +90,7 @@ pub fn encode(table: &Table, cursor: u64) -> Vec<u8> {
         out.0.extend_from_slice(&m.currency);
         out.u8(e.status.load(Ordering::Relaxed));
         out.u64(e.total.load(Ordering::Acquire));
-        out.u64(e.usage.load().spent);
+        out.u64(e.usage.load_latest().spent);
         out.i64(e.period_start.load(Ordering::Relaxed));
         out.i64(e.period_end.load(Ordering::Relaxed));
         for ts in [

@@ -21,7 +21,7 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 /// An identifier (tenant, subscription): inline up to 24 bytes, no allocation.
@@ -335,6 +335,8 @@ pub struct Table {
     /// Distinguishes this table's usage idempotency keys from other replicas'.
     pub(crate) instance: u64,
     pub(crate) cursor: u64,
+    /// Whether anything a snapshot holds changed since the last snapshot; see [`Table::dirty`].
+    dirty: AtomicBool,
 }
 
 /// Writes `ts` as the field's timestamp when it is newer (or equal, for updates,
@@ -475,12 +477,53 @@ impl Table {
             clock: Clock::default(),
             instance,
             cursor,
+            dirty: AtomicBool::new(false),
         }
     }
 
     /// The cursor stored in the snapshot this table was restored from (0 if new).
     pub fn cursor(&self) -> u64 {
         self.cursor
+    }
+
+    /// Whether the table changed since the last snapshot (or since it was created or
+    /// restored): a spend, hold, commit, release or expiry, an event that was not a
+    /// duplicate, a drain that handed out usage. The next snapshot is then due.
+    ///
+    /// Protocol. A change is made first, then flagged ([`Table::mark_dirty`]); a snapshot
+    /// clears the flag first ([`Table::clear_dirty`]), then reads. A change a snapshot
+    /// missed therefore finds the flag cleared and sets it again:
+    /// - spends (the hot path) change a row's counters with an acquire-release RMW and
+    ///   the snapshot reads them with a release RMW ([`AtomicUsage::load_latest`]): either
+    ///   the read comes later in the counter's modification order and sees the spend, or
+    ///   it synchronises with the spend, which then sees the cleared flag. One relaxed
+    ///   load on the hot path, no fence, no RMW;
+    /// - holds, commits, releases and expiries also change the reservation map, so they
+    ///   put a SeqCst fence before the flag, pairing with the snapshot's;
+    /// - event application and drains hold the writer lock, as the snapshot does.
+    pub fn dirty(&self) -> bool {
+        self.dirty.load(Ordering::Relaxed)
+    }
+
+    /// Flags a change made with an acquire-release RMW on a row's counters, or under
+    /// the writer lock. The common case is one relaxed load.
+    #[inline]
+    fn mark_dirty(&self) {
+        if !self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Flags a change to the reservation map.
+    fn mark_dirty_fenced(&self) {
+        fence(Ordering::SeqCst);
+        self.mark_dirty();
+    }
+
+    /// Called by a snapshot, under the writer lock, before it reads anything.
+    pub(crate) fn clear_dirty(&self) {
+        self.dirty.store(false, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
     }
 
     pub fn set_clock(&self, micros: Option<i64>) {
@@ -505,7 +548,11 @@ impl Table {
 
     #[inline]
     pub fn spend(&self, tenant: &str, amount: u64) -> Decision {
-        self.admit(tenant, amount, counters::try_debit)
+        let decision = self.admit(tenant, amount, counters::try_debit);
+        if decision.reason == Reason::Ok && amount != 0 {
+            self.mark_dirty();
+        }
+        decision
     }
 
     /// Whether `spend` would be allowed now; debits nothing.
@@ -584,6 +631,7 @@ impl Table {
             };
             self.reservations.pin().insert(id, reservation);
             self.expire_after(expires_at);
+            self.mark_dirty_fenced();
             decision.reservation_id = Some(id);
         }
         decision
@@ -632,17 +680,14 @@ impl Table {
 
     /// Applies the resolution of a reservation this caller removed (if it removed one).
     fn settle(&self, removed: Option<&Reservation>, actual: u64) {
-        let Some(Reservation {
-            tenant: Some(tenant),
-            amount,
-            ..
-        }) = removed
-        else {
+        let Some(removed) = removed else {
             return;
         };
-        if let Some(entry) = self.tenants.get(tenant) {
-            counters::settle(&entry.usage, *amount, actual);
+        let held_on = removed.tenant.as_deref().and_then(|t| self.tenants.get(t));
+        if let Some(entry) = held_on {
+            counters::settle(&entry.usage, removed.amount, actual);
         }
+        self.mark_dirty_fenced();
     }
 
     /// Notes that a reservation expires at `at` (after inserting it).
@@ -708,6 +753,7 @@ impl Table {
         }
         let outcome = self.apply_event(&mut w, &ev, raw)?;
         w.dedupe.insert(hash);
+        self.mark_dirty();
         Ok(outcome)
     }
 
@@ -849,7 +895,8 @@ impl Table {
 
     // ---- usage -------------------------------------------------------------------
 
-    /// Committed spend per subscription and period since the last drain.
+    /// Committed spend per subscription and period since the last drain, each record
+    /// with an idempotency key (at most 64 bytes) stable for this drain.
     pub fn drain_usage(&self) -> Vec<UsageRecord> {
         let mut w = self.writer.lock();
         let mut items = std::mem::take(&mut w.journal);
@@ -866,19 +913,35 @@ impl Table {
                 meta.drained = spent;
             }
         }
+        if items.is_empty() {
+            return Vec::new();
+        }
         w.drain_seq += 1;
+        self.mark_dirty();
         let (instance, seq) = (self.instance, w.drain_seq);
         items.sort_by(|a, b| (&a.tenant_id, a.period_start).cmp(&(&b.tenant_id, b.period_start)));
         items
             .into_iter()
-            .map(|item| UsageRecord {
-                idempotency_key: format!(
-                    "usage:{instance:016x}:{seq}:{}:{}",
-                    item.subscription_id, item.period_start
-                ),
-                item,
+            .map(|item| {
+                let subscription = xxhash_rust::xxh3::xxh3_64(item.subscription_id.as_bytes());
+                UsageRecord {
+                    idempotency_key: format!(
+                        "usage:{instance:016x}:{seq}:{}:{subscription:016x}",
+                        item.period_start
+                    ),
+                    item,
+                }
             })
             .collect()
+    }
+
+    /// Puts back records a drain handed out but the caller could not deliver (they go
+    /// out again, under new keys, with the next drain): a drain loses nothing.
+    pub fn requeue_usage(&self, records: Vec<UsageRecord>) {
+        let mut w = self.writer.lock();
+        let later = std::mem::take(&mut w.journal);
+        w.journal = records.into_iter().map(|r| r.item).chain(later).collect();
+        self.mark_dirty();
     }
 }
 
@@ -1197,6 +1260,98 @@ mod tests {
             .map(|b| b.subscription_id.to_string())
             .collect();
         assert_eq!(subs, ["sub_2997", "sub_2998", "sub_2999"]);
+    }
+
+    /// Spenders race snapshots on real threads. At each quiescent point, either the
+    /// table is flagged dirty or the last snapshot holds every spend.
+    #[test]
+    fn a_spend_racing_a_snapshot_leaves_the_table_dirty() {
+        let t = Arc::new(table_at("2025-12-01T00:00:00Z"));
+        for i in 0..64 {
+            let ev = created(
+                &format!("e{i}"),
+                "2025-11-28T10:00:00Z",
+                &format!("sub_{i}"),
+                &format!("cus_{i}"),
+                "1000000",
+                "2025-11-28T10:00:00Z",
+                "2025-12-28T10:00:00Z",
+            );
+            t.apply(ev.as_bytes()).unwrap();
+        }
+        let spent = |t: &Table| t.budgets().iter().map(|b| b.spent).sum::<u64>();
+        let (mut raced, mut clean) = (0, 0);
+        for round in 0..400u64 {
+            let last = std::thread::scope(|s| {
+                for k in 0..3u64 {
+                    let t = Arc::clone(&t);
+                    s.spawn(move || {
+                        for i in 0..50 {
+                            assert!(t.try_spend(&format!("cus_{}", (round + k * 13 + i) % 64), 1));
+                        }
+                    });
+                }
+                crate::snapshot::encode(&t, 0)
+            });
+            let restored = crate::snapshot::decode(&last).unwrap();
+            if t.dirty() {
+                raced += 1;
+            } else {
+                clean += 1;
+                assert_eq!(
+                    spent(&restored),
+                    spent(&t),
+                    "a clean table's snapshot is complete"
+                );
+            }
+            crate::snapshot::encode(&t, 0);
+            assert!(!t.dirty());
+        }
+        assert_eq!(spent(&t), 400 * 150);
+        assert!(
+            raced > 0 && clean > 0,
+            "both outcomes seen ({raced} raced, {clean} clean)"
+        );
+    }
+
+    #[test]
+    fn what_makes_a_table_dirty() {
+        let t = seeded();
+        assert!(t.dirty());
+        crate::snapshot::encode(&t, 0);
+        assert!(!t.dirty());
+        assert!(t.check("cus_1", 1).allowed && t.try_spend("cus_1", 0));
+        assert!(!t.try_spend("cus_1", u64::MAX) && !t.try_spend("nobody", 1));
+        assert!(t.drain_usage().is_empty());
+        assert!(
+            !t.dirty(),
+            "reads, refusals and empty drains change nothing"
+        );
+        let id = t.reserve("cus_1", 5, 1_000).reservation_id.unwrap();
+        assert!(t.dirty());
+        crate::snapshot::encode(&t, 0);
+        let now = t.clock.now();
+        t.set_clock(Some(now + 1_000));
+        t.budget("cus_1");
+        assert!(t.dirty(), "the hold expired");
+        assert!(t.release(id).is_err());
+        assert!(crate::snapshot::decode(&crate::snapshot::encode(&t, 0)).is_ok_and(|r| !r.dirty()));
+    }
+
+    #[test]
+    fn requeued_usage_is_drained_again() {
+        let t = seeded();
+        assert!(t.try_spend("cus_1", 7));
+        let first = t.drain_usage();
+        assert_eq!(first.len(), 1);
+        assert!(first[0].idempotency_key.len() <= crate::event::MAX_KEY_LEN);
+        t.requeue_usage(first.clone());
+        assert!(t.try_spend("cus_1", 2));
+        let again = t.drain_usage();
+        let amounts: Vec<u64> = again.iter().map(|r| r.item.amount).collect();
+        assert_eq!(amounts, [7, 2]);
+        assert_ne!(again[0].idempotency_key, first[0].idempotency_key);
+        assert!(t.drain_usage().is_empty());
     }
 
     #[test]

@@ -80,6 +80,7 @@ class Model:
     parked: dict[str, list[Ev]] = field(default_factory=dict)
     reservations: dict[int, tuple[str, int, int]] = field(default_factory=dict)
     journal: list[tuple[str, str, int, int]] = field(default_factory=list)
+    dirty: bool = False  # changed since the last snapshot
 
     # ---- events -----------------------------------------------------------------
 
@@ -87,6 +88,7 @@ class Model:
         if ev.event_id in self.seen:
             return ApplyOutcome.DUPLICATE
         self.seen.add(ev.event_id)
+        self.dirty = True  # the id joins the snapshot's duplicate window, whatever the outcome
         return self._apply(ev)
 
     def _apply(self, ev: Ev) -> ApplyOutcome:
@@ -169,6 +171,7 @@ class Model:
             if expires_at <= self.now:
                 del self.reservations[rid]
                 self.rows[tenant].reserved -= amount
+                self.dirty = True
 
     def admit(self, tenant: str, amount: int, debit: str | None) -> tuple[bool, Reason, int]:
         self.sweep()
@@ -184,8 +187,10 @@ class Model:
             return False, Reason.INSUFFICIENT_BUDGET, remaining
         if debit == "spend":
             row.spent += amount
+            self.dirty |= amount > 0
         elif debit == "hold":
             row.reserved += amount
+            self.dirty = True
         return True, Reason.OK, remaining - (amount if debit else 0)
 
     def resolve(self, rid: int, actual: int | None) -> type[Exception] | None:
@@ -197,12 +202,14 @@ class Model:
         if expires_at <= self.now:
             del self.reservations[rid]
             row.reserved -= amount
+            self.dirty = True
             return UnknownReservation
         if actual is not None and actual > amount:
             return InvalidAmount
         del self.reservations[rid]
         row.reserved -= amount
         row.spent += actual or 0
+        self.dirty = True
         return None
 
     def drain(self) -> list[tuple[str, str, int, int]]:
@@ -211,7 +218,16 @@ class Model:
             if row.spent > row.drained:
                 items.append((tenant, row.sub, row.period[0], row.spent - row.drained))
                 row.drained = row.spent
+        self.dirty |= bool(items)
         return sorted(items)
+
+    def snapshot(self) -> None:
+        """A snapshot leaves out holds already expired (the restored table never had them)."""
+        for rid, (tenant, amount, expires_at) in list(self.reservations.items()):
+            if expires_at <= self.now:
+                del self.reservations[rid]
+                self.rows[tenant].reserved -= amount
+        self.dirty = False
 
     def budgets(self) -> list[tuple[Any, ...]]:
         self.sweep()
@@ -413,13 +429,21 @@ class GatewayMachine(RuleBasedStateMachine):
     @rule(cursor=st.integers(0, 2**63 - 1))
     def snapshot_restore(self, cursor: int) -> None:
         self.gw = Gateway.restore(self.gw.snapshot(cursor))
+        self.model.snapshot()
         assert self.gw.cursor == cursor
+        assert not self.gw.dirty
         self.gw._set_clock(self.model.now)
+
+    @rule()
+    def snapshot(self) -> None:
+        self.gw.snapshot()
+        self.model.dirty = False
 
     @invariant()
     def table_matches_model(self) -> None:
         assert [view(b) for b in self.gw.budgets()] == self.model.budgets()
         assert len(self.gw) == len(self.model.rows)
+        assert self.gw.dirty == self.model.dirty
 
 
 GatewayMachine.TestCase.settings = settings(

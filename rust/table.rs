@@ -780,12 +780,7 @@ impl Table {
             Kind::Updated(u) => apply_update(entry, &mut self.names.write(), ev.ts, u),
             Kind::InvoicePaid(p) => apply_paid(entry, &mut w.journal, p),
             Kind::PaymentFailed(_) => {
-                let mut meta = entry.meta.lock();
-                let newer = lww(&mut meta.status_ts, ev.ts, true);
-                if newer {
-                    entry.status.store(Status::PastDue as u8, Ordering::Relaxed);
-                }
-                newer
+                set_status(entry, &mut entry.meta.lock(), Status::PastDue, ev.ts, true)
             }
             Kind::Created(_) | Kind::Other => false,
         };
@@ -979,10 +974,7 @@ fn merge_known(entry: &Entry, names: &mut Names, ts: i64, c: &Created<'_>) -> Re
         entry.total.store(c.total, Ordering::Release);
         changed = true;
     }
-    if lww(&mut meta.status_ts, ts, false) {
-        entry.status.store(c.status as u8, Ordering::Relaxed);
-        changed = true;
-    }
+    changed |= set_status(entry, &mut meta, c.status, ts, false);
     if c.period_start > entry.period_start.load(Ordering::Relaxed) {
         entry.set_period(c.period_start, c.period_end);
         changed = true;
@@ -1012,12 +1004,28 @@ fn apply_update(entry: &Entry, names: &mut Names, ts: i64, u: &Updated<'_>) -> b
         }
     }
     if let Some(status) = u.status {
-        if lww(&mut meta.status_ts, ts, true) {
-            entry.status.store(status as u8, Ordering::Relaxed);
-            changed = true;
-        }
+        changed |= set_status(entry, &mut meta, status, ts, true);
     }
     changed
+}
+
+/// Sets the status by its rule: `canceled` is terminal and wins whatever its timestamp
+/// (so replicas agree whatever the arrival order); other statuses are last-writer-wins
+/// among themselves. Returns whether the status changed.
+fn set_status(entry: &Entry, meta: &mut Meta, status: Status, ts: i64, wins_tie: bool) -> bool {
+    if entry.status() == Status::Canceled {
+        return false;
+    }
+    let applies = if status == Status::Canceled {
+        meta.status_ts = meta.status_ts.max(ts);
+        true
+    } else {
+        lww(&mut meta.status_ts, ts, wins_tie)
+    };
+    if applies {
+        entry.status.store(status as u8, Ordering::Relaxed);
+    }
+    applies
 }
 
 /// `invoice.paid` opens a period only if it is newer than the row's; then spend resets.
@@ -1352,6 +1360,31 @@ mod tests {
         assert_eq!(amounts, [7, 2]);
         assert_ne!(again[0].idempotency_key, first[0].idempotency_key);
         assert!(t.drain_usage().is_empty());
+    }
+
+    #[test]
+    fn canceled_is_terminal_whatever_the_order() {
+        let cancel = r#"{"event_id":"c","event_type":"subscription.updated","timestamp":"2025-11-29T00:00:00Z","data":{"subscription_id":"sub_1","status":"canceled"}}"#;
+        let revive = r#"{"event_id":"r","event_type":"subscription.updated","timestamp":"2025-11-30T00:00:00Z","data":{"subscription_id":"sub_1","status":"active","new_total_budget":5}}"#;
+        let failed = r#"{"event_id":"f","event_type":"invoice.payment_failed","timestamp":"2025-12-01T00:00:00Z","data":{"subscription_id":"sub_1","customer_id":"cus_1","invoice_id":"i"}}"#;
+        for order in [
+            [cancel, revive, failed],
+            [revive, failed, cancel],
+            [failed, cancel, revive],
+        ] {
+            let t = seeded();
+            for raw in order {
+                t.apply(raw.as_bytes()).unwrap();
+            }
+            let b = t.budget("cus_1").unwrap();
+            assert_eq!((b.status, b.total), (Status::Canceled, 5_000_000));
+            assert_eq!(t.spend("cus_1", 1).reason, Reason::Inactive);
+            let r = crate::snapshot::decode(&crate::snapshot::encode(&t, 0)).unwrap();
+            let later = failed
+                .replace(r#""f""#, r#""f2""#)
+                .replace("12-01", "12-02");
+            assert_eq!(r.apply(later.as_bytes()), Ok(Outcome::Stale));
+        }
     }
 
     #[test]

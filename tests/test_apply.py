@@ -11,6 +11,7 @@ from billing_gateway import (
     Gateway,
     InvalidEvent,
     ParkingFull,
+    Reason,
     decode_event,
     to_micros,
 )
@@ -270,3 +271,105 @@ def test_len_and_budgets() -> None:
     assert len(gw) == 3
     assert [b.tenant_id for b in gw.budgets()] == ["cus_1", "cus_2", "cus_3"]
     assert gw.budget("nobody") is None
+
+
+# ---- canceled is terminal -------------------------------------------------------------------
+
+
+def canceled_gateway() -> Gateway:
+    gw = pin(Gateway())
+    gw.apply(created())
+    assert gw.apply(updated(status="canceled", ts=NOW)) is A.APPLIED
+    return gw
+
+
+def assert_canceled(gw: Gateway) -> None:
+    b = gw.budget("cus_1")
+    assert b is not None and b.status == "canceled"
+    assert gw.spend("cus_1", 1).reason is Reason.INACTIVE
+
+
+@pytest.mark.parametrize("later", [timedelta(hours=-1), timedelta(0), timedelta(hours=1)])
+def test_no_status_event_revives_a_canceled_subscription(later: timedelta) -> None:
+    gw = canceled_gateway()
+    ts = NOW + later
+    for status in ("active", "trialing", "past_due", "paused"):
+        assert gw.apply(updated(status=status, ts=ts)) is A.STALE, status
+    assert gw.apply(payment_failed(ts=ts)) is A.STALE
+    assert gw.apply(updated(status="canceled", ts=ts)) is A.STALE, "nothing left to change"
+    assert_canceled(gw)
+
+
+def test_a_late_cancellation_wins_over_newer_statuses() -> None:
+    gw = pin(Gateway())
+    gw.apply(created())
+    assert gw.apply(updated(status="active", ts=NOW + timedelta(hours=2))) is A.APPLIED
+    assert gw.apply(payment_failed(ts=NOW + timedelta(hours=3))) is A.APPLIED
+    assert gw.apply(updated(status="canceled", ts=NOW)) is A.APPLIED, "older, but terminal"
+    assert_canceled(gw)
+
+
+def test_subscription_created_again_does_not_revive() -> None:
+    gw = canceled_gateway()
+    again = created(ts=NOW + timedelta(days=1), total="500", event_id="evt_created_again")
+    assert gw.apply(again) is A.APPLIED  # the newer total still applies
+    assert_canceled(gw)
+    assert gw.budget("cus_1").total == to_micros(500)  # type: ignore[union-attr]
+    assert gw.apply(created(ts=START, status="active", event_id="evt_older_copy")) is A.STALE
+    assert_canceled(gw)
+    # A created that carries the cancellation cancels whatever its timestamp.
+    gw2 = pin(Gateway())
+    gw2.apply(created())
+    gw2.apply(updated(status="active", ts=NOW))
+    assert gw2.apply(created(ts=START - timedelta(days=1), status="canceled")) is A.APPLIED
+    assert_canceled(gw2)
+
+
+def test_other_fields_of_a_canceled_subscription_still_follow_their_events() -> None:
+    gw = canceled_gateway()
+    later = NOW + timedelta(hours=1)
+    assert gw.apply(updated(status="active", new_total_budget="7", ts=later)) is A.APPLIED
+    assert gw.apply(paid(start=END)) is A.APPLIED
+    b = gw.budget("cus_1")
+    assert b is not None
+    assert (b.status, b.total, b.period_start) == ("canceled", to_micros(7), END)
+
+
+def test_parked_status_events_respect_cancellation() -> None:
+    gw = pin(Gateway())
+    assert gw.apply(updated(status="canceled", ts=NOW)) is A.PARKED
+    assert gw.apply(updated(status="active", ts=NOW + timedelta(hours=1))) is A.PARKED
+    assert gw.apply(payment_failed(ts=NOW + timedelta(hours=2))) is A.PARKED
+    assert gw.apply(created()) is A.APPLIED
+    assert_canceled(gw)
+
+
+def test_cancellation_survives_snapshots() -> None:
+    gw = Gateway.restore(canceled_gateway().snapshot())
+    pin(gw)
+    assert gw.apply(updated(status="active", ts=NOW + timedelta(days=1))) is A.STALE
+    assert_canceled(gw)
+
+
+def test_cancellation_converges_in_any_order() -> None:
+    evs = [
+        created(),
+        updated(status="canceled", ts=NOW),
+        updated(status="active", new_total_budget="5", ts=NOW + timedelta(hours=1)),
+        payment_failed(ts=NOW + timedelta(hours=2)),
+        created(ts=NOW + timedelta(hours=3), status="trialing"),
+    ]
+    results = set()
+    for perm in itertools.permutations(evs):
+        gw = pin(Gateway())
+        for raw in perm:
+            gw.apply(raw)
+        results.add(repr(gw.budgets()))
+    assert len(results) == 1
+    assert "status='canceled'" in results.pop()
+
+
+def test_a_new_subscription_of_a_canceled_tenant_may_spend() -> None:
+    gw = canceled_gateway()
+    assert gw.apply(created("sub_2", ts=NOW + timedelta(hours=1))) is A.APPLIED
+    assert gw.try_spend("cus_1", 1), "canceled is terminal for a subscription, not for a tenant"

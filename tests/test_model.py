@@ -104,7 +104,9 @@ class Model:
         changed = False
         if ev.kind == "updated":
             for name, value in ev.fields.items():
-                if ev.ts >= row.ts[name]:
+                if name == "status":
+                    changed |= self._status(row, value, ev.ts, wins_tie=True)
+                elif ev.ts >= row.ts[name]:
                     row.ts[name] = ev.ts
                     setattr(row, name, value)
                     changed = True
@@ -113,11 +115,20 @@ class Model:
                 self._close_period(tenant, row)
                 row.period = ev.fields["period"]
                 changed = True
-        elif ev.kind == "failed" and ev.ts >= row.ts["status"]:
-            row.ts["status"] = ev.ts
-            row.status = "past_due"
-            changed = True
+        elif ev.kind == "failed":
+            changed = self._status(row, "past_due", ev.ts, wins_tie=True)
         return ApplyOutcome.APPLIED if changed else ApplyOutcome.STALE
+
+    @staticmethod
+    def _status(row: Row, status: str, ts: int, *, wins_tie: bool) -> bool:
+        """``canceled`` is terminal and wins whatever its timestamp; the rest is last-writer-wins."""
+        if row.status == "canceled":
+            return False
+        if status != "canceled" and (ts < row.ts["status"] or (ts == row.ts["status"] and not wins_tie)):
+            return False
+        row.ts["status"] = max(ts, row.ts["status"])
+        row.status = status
+        return True
 
     def _created(self, ev: Ev) -> ApplyOutcome:
         tenant = SUBS[ev.sub]
@@ -126,8 +137,8 @@ class Model:
             row = self.rows.get(tenant)
             if row is None or row.sub != ev.sub:
                 return ApplyOutcome.STALE
-            changed = False
-            for name in ("plan_id", "plan_name", "total", "status"):
+            changed = self._status(row, f["status"], ev.ts, wins_tie=False)
+            for name in ("plan_id", "plan_name", "total"):
                 if ev.ts > row.ts[name]:
                     row.ts[name] = ev.ts
                     setattr(row, name, f[name])

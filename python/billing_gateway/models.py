@@ -36,7 +36,8 @@ class ApplyOutcome(StrEnum):
     DUPLICATE = "duplicate"
     """The event id was seen before; nothing changed."""
     STALE = "stale"
-    """Older than what the table holds (or about a superseded subscription); nothing changed."""
+    """Older than what the table holds, about a superseded subscription, or a status for a
+    canceled one (``canceled`` is terminal); nothing changed."""
     PARKED = "parked"
     """Refers to a subscription not yet created; applied automatically when it is."""
     IGNORED = "ignored"

@@ -3,8 +3,14 @@
 Every request carries ``Authorization: Bearer <key>``. A key has scopes
 (``billing:customers:create``, ...; ``billing:*`` grants all) and may be bound to one
 customer, in which case other customers' objects do not exist for it (404, not 403).
-Every POST honours ``Idempotency-Key``: the same key with the same body replays the
-first response; with another body it is a 409.
+Every POST honours ``Idempotency-Key`` (1 to 255 visible ASCII characters): the same
+key with the same body replays the first response; with another body it is a 409. The
+operation, its outbox event and the recorded answer commit together (see
+:mod:`.idempotency`). Customer-bound keys cannot create shared objects (plans).
+
+Malformed input is a 4xx JSON error naming the problem, never a 500: bodies are at most
+64 KiB of UTF-8 JSON, nested at most as deep as the decoder allows; ids in paths and
+queries must look like ids.
 """
 
 from __future__ import annotations
@@ -15,29 +21,34 @@ from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
 import msgspec
-import sqlalchemy as sa
 from litestar import Litestar, Request, Response, Router, get, patch, post
 from litestar.di import NamedDependency, Provide
+from litestar.enums import MediaType
 from litestar.exceptions import (
     HTTPException,
     NotAuthorizedException,
     PermissionDeniedException,
+    SerializationException,
     ValidationException,
 )
 from litestar.openapi import OpenAPIConfig
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from billing_gateway.errors import InvalidAmount
 from billing_gateway.money import from_micros, to_micros
 
-from .schema import tables
-from .store import BillingError, BillingStore, NotFound, Principal
+from .domain import BillingError, NotFound
+from .idempotency import Claim, run_once
+from .store import BillingStore, Principal
 from .wire import (
+    ID_PATTERN,
+    MAX_ID,
     Customer,
     CustomerIn,
     EventPage,
     Invoice,
     InvoiceLine,
+    Key,
     Plan,
     PlanIn,
     Subscription,
@@ -52,6 +63,9 @@ __all__ = ["SCOPES", "create_app"]
 Req = Request[Any, Any, Any]
 S = TypeVar("S", bound=msgspec.Struct)
 Who = NamedDependency[Principal]  # the caller, from the Authorization header
+PathId = Annotated[str, PathParameter(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)]
+QueryId = Annotated[str | None, QueryParameter(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)]
+MAX_BODY = 64 * 1024
 
 SCOPES = (
     "billing:customers:create",
@@ -71,15 +85,13 @@ SCOPES = (
 
 
 def _micros(value: Decimal | None, field: str) -> int | None:
+    """Exact micro-units (the store checks the bounds)."""
     if value is None:
         return None
     try:
-        micros = to_micros(value)
+        return to_micros(value)
     except InvalidAmount as exc:
         raise HTTPException(status_code=422, detail=f"{field}: {exc}") from None
-    if micros < 0:
-        raise HTTPException(status_code=422, detail=f"{field}: must not be negative")
-    return micros
 
 
 def _out(kind: type[S], row: dict[str, Any], **money: int) -> S:
@@ -124,6 +136,37 @@ def _visible(principal: Principal, customer_id: str, what: str) -> None:
         raise NotFound(f"{what} not found")
 
 
+def _unbound(principal: Principal, action: str) -> None:
+    """Objects every customer shares are not a customer-bound key's to create or change."""
+    if principal.customer_id is not None:
+        raise PermissionDeniedException(detail=f"a customer-bound key cannot {action}")
+
+
+def _idempotency_key(request: Req) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    try:
+        return msgspec.convert(key, Key)
+    except msgspec.ValidationError:
+        raise HTTPException(
+            status_code=422, detail="Idempotency-Key: must be 1 to 255 visible ASCII characters"
+        ) from None
+
+
+class _Request(Request[Any, Any, Any]):
+    """A request whose JSON body is refused (400) when it is not UTF-8 or nested deeper
+    than the decoder can go, instead of failing as a 500."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except RecursionError:
+            raise SerializationException("body: JSON nested too deeply") from None
+        except UnicodeDecodeError as exc:
+            raise SerializationException(f"body: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
 def create_app(store: BillingStore) -> Litestar:
     async def principal(request: Req) -> Principal:
         header = request.headers.get("authorization", "")
@@ -135,57 +178,37 @@ def create_app(store: BillingStore) -> Litestar:
             raise NotAuthorizedException(detail="unknown API key")
         return found
 
-    async def idempotent(request: Req, who: Who, status: int, run: Callable[[], Any]) -> Response[Any]:
-        """Runs a POST once per ``Idempotency-Key``; replays or refuses repeats."""
-        key = request.headers.get("idempotency-key")
+    async def idempotent(
+        request: Req, who: Who, status: int, run: Callable[[str | None], msgspec.Struct]
+    ) -> Response[Any]:
+        """Runs a POST once per ``Idempotency-Key``; replays or refuses repeats. ``run`` gets
+        the key (the events' correlation id)."""
+        key = _idempotency_key(request)
         if key is None:
-            return Response(run(), status_code=status)
-        if len(key) > 255:
-            raise HTTPException(status_code=422, detail="Idempotency-Key: longer than 255 characters")
+            return Response(run(None), status_code=status)
         digest = hashlib.sha256(
             request.method.encode() + request.url.path.encode() + await request.body()
         ).hexdigest()
-        t = tables["idempotency_keys"]
-        where = (t.c.api_key_id == who.key_id) & (t.c.key == key)
-        with store.engine.connect() as conn:
-            seen = conn.execute(sa.select(t).where(where)).mappings().first()
-        if seen is not None:
-            if seen["request_hash"] != digest:
-                raise HTTPException(
-                    status_code=409, detail=f"Idempotency-Key {key!r} was used with another request"
-                )
-            return Response(msgspec.json.decode(seen["response"]), status_code=seen["status_code"])
-        body = run()
-        encoded = msgspec.json.encode(body)
-        try:
-            with store.engine.begin() as conn:
-                conn.execute(
-                    t.insert().values(
-                        api_key_id=who.key_id, key=key, request_hash=digest, status_code=status,
-                        response=encoded, created_at=store.clock(),
-                    )
-                )  # fmt: skip
-        except sa.exc.IntegrityError:
-            pass  # a concurrent twin stored the same outcome first
-        return Response(body, status_code=status)
+        answer = run_once(
+            store, Claim(who.key_id, key, digest), status, lambda: msgspec.json.encode(run(key))
+        )
+        return Response(answer.body, status_code=answer.status_code, media_type=MediaType.JSON)
 
     # ---- customers -------------------------------------------------------------------------------
 
     @post("/customers", status_code=201)
     async def create_customer(request: Req, who: Who, data: JSONBody[CustomerIn]) -> Response[Customer]:
         _need(who, "billing:customers:create")
-        if who.customer_id is not None:
-            raise PermissionDeniedException(detail="a customer-bound key cannot create customers")
-        correlation = request.headers.get("idempotency-key")
+        _unbound(who, "create customers")
         return await idempotent(
             request, who, 201,
-            lambda: _out(
-                Customer, store.create_customer(data.name, data.email, data.stripe_customer_id, correlation)
+            lambda key: _out(
+                Customer, store.create_customer(data.name, data.email, data.stripe_customer_id, key)
             ),
         )  # fmt: skip
 
     @get("/customers/{customer_id:str}")
-    async def get_customer(who: Who, customer_id: FromPath[str]) -> Customer:
+    async def get_customer(who: Who, customer_id: PathId) -> Customer:
         _need(who, "billing:customers:read")
         _visible(who, customer_id, f"customer {customer_id}")
         found = store.get("customers", customer_id)
@@ -203,11 +226,12 @@ def create_app(store: BillingStore) -> Litestar:
     @post("/plans", status_code=201)
     async def create_plan(request: Req, who: Who, data: JSONBody[PlanIn]) -> Response[Plan]:
         _need(who, "billing:plans:write")
+        _unbound(who, "create plans: plans are shared by every customer")
         budget, price = _micros(data.included_budget, "included_budget"), _micros(data.price, "price")
         assert budget is not None and price is not None
         return await idempotent(
             request, who, 201,
-            lambda: _plan(store.create_plan(
+            lambda _: _plan(store.create_plan(
                 name=data.name, currency=data.currency, included_budget=budget, price=price,
                 interval_days=data.interval_days, product_name=data.product_name, plan_id=data.id,
             )),
@@ -222,12 +246,11 @@ def create_app(store: BillingStore) -> Litestar:
         _need(who, "billing:subscriptions:create")
         _visible(who, data.customer_id, f"customer {data.customer_id}")
         budget = _micros(data.total_budget, "total_budget")
-        correlation = request.headers.get("idempotency-key")
         return await idempotent(
             request, who, 201,
-            lambda: _subscription(store.create_subscription(
+            lambda key: _subscription(store.create_subscription(
                 data.customer_id, data.plan_id, total_budget=budget, trial_days=data.trial_days,
-                correlation_id=correlation,
+                correlation_id=key,
             )),
         )  # fmt: skip
 
@@ -239,14 +262,15 @@ def create_app(store: BillingStore) -> Litestar:
         return found
 
     @get("/subscriptions/{subscription_id:str}")
-    async def get_subscription(who: Who, subscription_id: FromPath[str]) -> Subscription:
+    async def get_subscription(who: Who, subscription_id: PathId) -> Subscription:
         _need(who, "billing:subscriptions:read")
         return _subscription(_owned_subscription(who, subscription_id))
 
     @patch("/subscriptions/{subscription_id:str}")
     async def update_subscription(
-        who: Who, subscription_id: FromPath[str], data: JSONBody[SubscriptionPatch]
+        who: Who, subscription_id: PathId, data: JSONBody[SubscriptionPatch]
     ) -> Subscription:
+        """A plan, budget or status change; a canceled subscription refuses them all (409)."""
         _need(who, "billing:subscriptions:update")
         _owned_subscription(who, subscription_id)
         updated = store.update_subscription(
@@ -265,7 +289,7 @@ def create_app(store: BillingStore) -> Litestar:
         _owned_subscription(who, data.subscription_id)
         amount = _micros(data.amount, "amount")
         assert amount is not None
-        key = data.idempotency_key or request.headers.get("idempotency-key")
+        key = data.idempotency_key or _idempotency_key(request)
         if key is None:
             raise HTTPException(
                 status_code=422, detail="idempotency_key: required (or an Idempotency-Key header)"
@@ -277,7 +301,7 @@ def create_app(store: BillingStore) -> Litestar:
     # ---- invoices ---------------------------------------------------------------------------------------
 
     @get("/invoices")
-    async def list_invoices(who: Who, customer_id: FromQuery[str | None] = None) -> list[Invoice]:
+    async def list_invoices(who: Who, customer_id: QueryId = None) -> list[Invoice]:
         _need(who, "billing:invoices:read")
         if who.customer_id is not None:
             _visible(who, customer_id or who.customer_id, f"customer {customer_id}")
@@ -285,13 +309,12 @@ def create_app(store: BillingStore) -> Litestar:
         return [_invoice(i) for i in store.list_invoices(customer_id)]
 
     @post("/invoices/{invoice_id:str}/pay", status_code=200)
-    async def pay_invoice(request: Req, who: Who, invoice_id: FromPath[str]) -> Response[Invoice]:
+    async def pay_invoice(request: Req, who: Who, invoice_id: PathId) -> Response[Invoice]:
+        """Records the payment and opens the next period. The last invoice of a canceled
+        subscription can still be paid; that never revives the subscription."""
         _need(who, "billing:invoices:write")
         _owned_invoice(who, invoice_id)
-        correlation = request.headers.get("idempotency-key")
-        return await idempotent(
-            request, who, 200, lambda: _invoice(store.pay_invoice(invoice_id, correlation))
-        )
+        return await idempotent(request, who, 200, lambda key: _invoice(store.pay_invoice(invoice_id, key)))
 
     def _owned_invoice(who: Principal, invoice_id: str) -> None:
         found = store.get("invoices", invoice_id)
@@ -300,27 +323,25 @@ def create_app(store: BillingStore) -> Litestar:
         _visible(who, found["customer_id"], f"invoice {invoice_id}")
 
     @post("/invoices/{invoice_id:str}/payment-failed", status_code=200)
-    async def payment_failed(request: Req, who: Who, invoice_id: FromPath[str]) -> Response[Invoice]:
-        """Records a failed payment attempt: the subscription becomes past_due."""
+    async def payment_failed(request: Req, who: Who, invoice_id: PathId) -> Response[Invoice]:
+        """Records a failed payment attempt: the subscription becomes past_due (409 when it
+        is canceled)."""
         _need(who, "billing:invoices:write")
         _owned_invoice(who, invoice_id)
-        correlation = request.headers.get("idempotency-key")
-        return await idempotent(
-            request, who, 200, lambda: _invoice(store.fail_payment(invoice_id, correlation))
-        )
+        return await idempotent(request, who, 200, lambda key: _invoice(store.fail_payment(invoice_id, key)))
 
     @post("/invoices/{invoice_id:str}/void", status_code=200)
-    async def void_invoice(request: Req, who: Who, invoice_id: FromPath[str]) -> Response[Invoice]:
+    async def void_invoice(request: Req, who: Who, invoice_id: PathId) -> Response[Invoice]:
         _need(who, "billing:invoices:write")
         _owned_invoice(who, invoice_id)
-        return await idempotent(request, who, 200, lambda: _invoice(store.void_invoice(invoice_id)))
+        return await idempotent(request, who, 200, lambda _: _invoice(store.void_invoice(invoice_id)))
 
     # ---- events ---------------------------------------------------------------------------------
 
     @get("/events")
     async def list_events(
         who: Who,
-        customer_id: FromQuery[str | None] = None,
+        customer_id: QueryId = None,
         after: Annotated[int, QueryParameter(ge=0, le=2**63 - 1)] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> EventPage:
@@ -334,8 +355,8 @@ def create_app(store: BillingStore) -> Litestar:
 
     @get("/budgets")
     async def budgets(who: Who) -> list[dict[str, Any]]:
-        """Every live subscription's current state as ``subscription.created`` events, which a
-        gateway applies to rebuild its table after a gap."""
+        """Each customer's current subscription (canceled ones too) as a ``subscription.created``
+        event, which a gateway applies to rebuild its table after a gap."""
         _need(who, "billing:events:read")
         return [msgspec.json.decode(e) for e in store.budget_events(who.customer_id)]
 
@@ -359,8 +380,9 @@ def create_app(store: BillingStore) -> Litestar:
         fields = "; ".join(
             f"{p.get('key', '?')}: {p.get('message', '')}" for p in problems if isinstance(p, dict)
         )
-        detail = f"{exc.detail}: {fields}" if fields else exc.detail
-        return Response({"status_code": 422, "detail": detail, "extra": problems}, status_code=422)
+        return Response(
+            {"status_code": 422, "detail": fields or exc.detail, "extra": problems}, status_code=422
+        )
 
     api = Router(
         path="/api/v1",
@@ -375,5 +397,7 @@ def create_app(store: BillingStore) -> Litestar:
         route_handlers=[api, metrics],
         exception_handlers={BillingError: billing_error, ValidationException: invalid_body},
         openapi_config=OpenAPIConfig(title="billing_gateway Billing API", version="1.0.0", path="/"),
+        request_class=_Request,
+        request_max_body_size=MAX_BODY,
         debug=False,
     )

@@ -19,7 +19,8 @@ from billing_gateway.errors import InvalidEvent
 from billing_gateway.events import UsageReported, decode_event
 from billing_gateway.stream import EVENTS_STREAM, ensure_stream, event_subject
 
-from .store import BillingError, BillingStore
+from .domain import BillingError
+from .store import BillingStore
 
 __all__ = ["UsageIngestor"]
 

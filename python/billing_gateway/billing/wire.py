@@ -2,6 +2,11 @@
 
 Money is a decimal on the wire (a JSON string in responses; a number or a string in
 requests), exact to the micro-unit; times are ISO 8601 with an offset.
+
+Every string a request brings is bounded so that whatever billing stores, and every event
+it emits, fits the database and what a gateway accepts (ids up to 256 bytes, names up to
+1024 bytes): ids and keys are ASCII (one byte per character), names at most 200 characters
+(at most 800 bytes of UTF-8), and no string carries control characters (NUL, newlines).
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 __all__ = [
+    "ID_PATTERN",
+    "MAX_ID",
     "Customer",
     "CustomerIn",
     "EventPage",
     "Invoice",
     "InvoiceLine",
+    "Key",
     "Plan",
     "PlanIn",
     "Subscription",
@@ -27,17 +35,29 @@ __all__ = [
     "UsageRecordOut",
 ]
 
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
-Money = Decimal  # checked to be exact and non-negative by _micros
+_END = r"(?!\n)$"  # `$` alone also matches before a final newline
+MAX_ID = 64
+ID_PATTERN = rf"^[A-Za-z0-9_\-]+{_END}"
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID, pattern=ID_PATTERN)]
+Key = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=rf"^[!-~]+{_END}")]
+"""An idempotency key: 1 to 255 visible ASCII characters (so at most 255 bytes)."""
+_TEXT = rf"^[^\x00-\x1f\x7f]*{_END}"
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_TEXT)]
+ExternalId = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=_TEXT)]
+Email = Annotated[
+    str, msgspec.Meta(max_length=320, pattern=rf"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+{_END}")
+]
+Currency = Annotated[str, msgspec.Meta(pattern=rf"^[A-Z]{{3}}{_END}")]
+Money = Decimal  # checked to be exact and within bounds by the API
 
 
 # ---- wire types -------------------------------------------------------------------------------
 
 
 class CustomerIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    email: Annotated[str, msgspec.Meta(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)]
-    stripe_customer_id: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+    name: Name
+    email: Email
+    stripe_customer_id: ExternalId | None = None
 
 
 class Customer(msgspec.Struct):
@@ -49,12 +69,12 @@ class Customer(msgspec.Struct):
 
 
 class PlanIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
+    name: Name
+    currency: Currency
     included_budget: Money
     price: Money
     interval_days: Annotated[int, msgspec.Meta(ge=1, le=3660)] = 30
-    product_name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    product_name: Name | None = None
     id: Id | None = None
 
 
@@ -98,7 +118,7 @@ class Subscription(msgspec.Struct):
 class UsageIn(msgspec.Struct, forbid_unknown_fields=True):
     subscription_id: Id
     amount: Money
-    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
+    idempotency_key: Key | None = None
 
 
 class UsageRecordOut(msgspec.Struct):

@@ -1,0 +1,115 @@
+"""The billing domain's rules, defined once: its errors, the subscription lifecycle and the
+bounds on money.
+
+Lifecycle: ``trialing`` and ``active`` subscriptions may fall ``past_due``; paying brings
+``trialing`` and ``past_due`` back to ``active``; anything live may be ``canceled``, and
+``canceled`` is terminal — no request, payment or billing cycle ever moves it again.
+
+Money is integer micro-units. Every amount billing accepts (a price, a budget, one usage
+record) is at most :data:`MAX_AMOUNT` (10^9 currency units, 10^15 micro-units), so a
+billing cycle's invoice (a price plus the usage beyond the budget) stays within the 64-bit
+columns for up to 9,000 maximal usage records; beyond that, :func:`checked` makes the sum
+an error for that one subscription instead of an overflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "LIVE_STATUSES",
+    "MAX_AMOUNT",
+    "MAX_MICROS",
+    "STATUSES",
+    "TRANSITIONS",
+    "BillingError",
+    "Conflict",
+    "Forbidden",
+    "Invalid",
+    "NotFound",
+    "check_amount",
+    "checked",
+    "may_become",
+    "require_live",
+    "require_transition",
+]
+
+
+class BillingError(Exception):
+    """A request the billing service refuses; ``status_code`` is its HTTP status."""
+
+    status_code = 400
+
+
+class Forbidden(BillingError):
+    status_code = 403
+
+
+class NotFound(BillingError):
+    status_code = 404
+
+
+class Conflict(BillingError):
+    """The request contradicts the current state (or a concurrent request that won)."""
+
+    status_code = 409
+
+
+class Invalid(BillingError):
+    status_code = 422
+
+
+# ---- the subscription lifecycle -------------------------------------------------------------
+
+STATUSES = ("trialing", "active", "past_due", "canceled")
+LIVE_STATUSES = ("trialing", "active", "past_due")
+"""Statuses that spend, are invoiced at the end of their period, and may still change."""
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "trialing": frozenset({"active", "past_due", "canceled"}),
+    "active": frozenset({"past_due", "canceled"}),
+    "past_due": frozenset({"active", "canceled"}),
+    "canceled": frozenset(),
+}
+"""Allowed subscription status changes; ``canceled`` has none."""
+
+
+def may_become(current: str, status: str) -> bool:
+    return status in TRANSITIONS[current]
+
+
+def require_live(subscription_id: str, current: str) -> None:
+    """Refuses any change to a canceled (terminal) subscription."""
+    if current not in LIVE_STATUSES:
+        raise Conflict(f"subscription {subscription_id} is {current}: it cannot change any more")
+
+
+def require_transition(subscription_id: str, current: str, status: str) -> None:
+    require_live(subscription_id, current)
+    if not may_become(current, status):
+        raise Conflict(f"subscription {subscription_id} cannot go from {current} to {status}")
+
+
+# ---- money --------------------------------------------------------------------------------
+
+MAX_MICROS = 2**63 - 1
+"""The largest amount a 64-bit column (and a gateway) holds."""
+MAX_AMOUNT = 10**15
+"""The largest amount billing accepts, in micro-units: 1,000,000,000 currency units."""
+
+
+def check_amount(field: str, micros: int) -> int:
+    """``micros`` if it is a valid amount (0 to :data:`MAX_AMOUNT`), else :class:`Invalid`."""
+    if micros < 0:
+        raise Invalid(f"{field}: must not be negative")
+    if micros > MAX_AMOUNT:
+        raise Invalid(f"{field}: must be at most {MAX_AMOUNT // 10**6} (currency units)")
+    return micros
+
+
+def checked(what: str, amounts: Iterable[int]) -> int:
+    """The exact sum of ``amounts``, or :class:`Invalid` if it does not fit in 64 bits."""
+    total = sum(amounts)
+    if not 0 <= total <= MAX_MICROS:
+        raise Invalid(f"{what}: {total} micro-units does not fit in 64 bits")
+    return total

@@ -60,7 +60,8 @@ def test_a_wiped_stream_is_detected_and_followed_from_its_start(tmp_path: Path) 
         shutil.rmtree(tmp_path / "nats" / "jetstream")
         server = EmbeddedNats(tmp_path / "nats", server.port).start()
         # Billing (its dispatcher) publishes into the new stream: the cancellation is sequence 2.
-        seqs = publish_all(server.url, [current("sub_9", "cus_9"), updated(status="canceled", ts=datetime.now(UTC))])
+        cancel = updated(status="canceled", ts=datetime.now(UTC))
+        seqs = publish_all(server.url, [current("sub_9", "cus_9"), cancel])
         assert seqs == [1, 2]
 
         wait_until(lambda: d.request("GET", "/v1/budgets/cus_1")[1].get("status") == "canceled")

@@ -566,7 +566,7 @@ class EventConsumer:
         between messages, so the snapshot and its cursor always agree."""
         if self.snapshots is None:
             return
-        if not force and self.cursor == self._snapshot_cursor and not getattr(self.gateway, "dirty", True):
+        if not force and self.cursor == self._snapshot_cursor and not self.gateway.dirty:
             return
         unsent = list(self.unsent_usage()) if self.unsent_usage is not None else []
         size = self.snapshots.save(self.gateway, self.cursor, self.stream_created, unsent)

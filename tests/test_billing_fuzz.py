@@ -1,12 +1,16 @@
-"""The Billing API's OpenAPI schema, fuzzed with schemathesis: no 5xx, and every answer
-matches the schema it documents."""
+"""The Billing API's OpenAPI schema, fuzzed with schemathesis on SQLite and PostgreSQL
+(which refuses NUL bytes and over-long strings that SQLite stores): no 5xx, and every
+answer matches the schema it documents."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import schemathesis
+import sqlalchemy as sa
 from billing_gateway import to_micros
 from billing_gateway.billing.api import create_app
 from billing_gateway.billing.store import BillingStore
@@ -14,15 +18,32 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
+from .conftest import POSTGRES_URL, require_service
 
-@pytest.fixture(scope="module")
-def billing(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str]:
-    store = BillingStore.open(str(tmp_path_factory.mktemp("fuzz") / "billing.db"))
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def billing(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Any, str]]:
+    if request.param == "sqlite":
+        store = BillingStore.open(str(tmp_path_factory.mktemp("fuzz") / "billing.db"))
+    else:
+        require_service("PostgreSQL", "127.0.0.1", 5432)
+        schema = f"fuzz_{uuid.uuid4().hex[:12]}"
+        admin = sa.create_engine(POSTGRES_URL)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+        store = BillingStore.open(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
     store.create_plan(plan_id="plan_pro", name="Pro", currency="USD", included_budget=to_micros(10), price=0)
     customer = store.create_customer("Fuzz", "fuzz@x.io")
     store.create_subscription(customer["id"], "plan_pro")
     _, key = store.create_api_key(["billing:*"])
-    return create_app(store), key
+    yield create_app(store), key
+    store.engine.dispose()
+    if request.param == "postgresql":
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -266,6 +266,19 @@ def test_customer_bound_keys_cannot_change_shared_objects(service: Service) -> N
         assert [p.id for p in c.list_plans()] == ["plan_pro", "plan_team"]
 
 
+def test_usage_keys_are_scoped_to_their_subscription(service: Service) -> None:
+    mine, my_sub = setup(service)
+    with service.client() as c:
+        other_sub = c.create_subscription(c.create_customer("Other", "o@x.io").id, "plan_pro").id
+        theirs = c.record_usage(other_sub, "5", "usage-2026-06")
+    _, bound = service.store.create_api_key(["billing:*"], customer_id=mine)
+    with service.client(bound) as c:
+        # Neither blocked by, nor told about, another customer's record under the same key.
+        assert c.record_usage(my_sub, "1", "usage-2026-06").amount == 1
+    with service.client() as c:
+        assert c.record_usage(other_sub, "5", "usage-2026-06") == theirs, "their retry still replays"
+
+
 # ---- budget rebuilds carry cancellations -----------------------------------------------------
 
 

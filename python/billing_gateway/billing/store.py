@@ -437,7 +437,9 @@ class BillingStore:
     def record_usage(
         self, subscription_id: str, amount: int, idempotency_key: str, period_start: datetime | None = None
     ) -> tuple[dict[str, Any], bool]:
-        """Records metered spend once per ``idempotency_key``: ``(record, created)``.
+        """Records metered spend once per ``idempotency_key`` of the subscription:
+        ``(record, created)``. Keys are scoped to their subscription, so one customer's keys
+        never collide with (or reveal) another's.
 
         Usage of a canceled subscription is still recorded: it was spent before the cancellation."""
         check_amount("amount", amount)
@@ -455,13 +457,12 @@ class BillingStore:
             }
             if insert_new(conn, usage, **record):
                 return record, True
-            existing = _row(
-                conn.execute(sa.select(usage).where(usage.c.idempotency_key == idempotency_key))
-                .mappings()
-                .first()
+            same_key = (usage.c.subscription_id == subscription_id) & (
+                usage.c.idempotency_key == idempotency_key
             )
+            existing = _row(conn.execute(sa.select(usage).where(same_key)).mappings().first())
             assert existing is not None  # the key is what conflicted
-            if existing["subscription_id"] != subscription_id or existing["amount"] != amount:
+            if existing["amount"] != amount:
                 raise Conflict(f"idempotency key {idempotency_key!r} was used for different usage")
             return existing, False
 

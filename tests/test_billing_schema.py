@@ -1,0 +1,121 @@
+"""Billing schema migrations: a version-1 database (with the duplicate payments the replica
+race could leave) upgrades in place, on SQLite and PostgreSQL, and stays upgradable."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from billing_gateway.billing.domain import Conflict
+from billing_gateway.billing.schema import LATEST, tables
+from billing_gateway.billing.store import BillingStore
+
+from .billing_fixtures import pg_url
+
+__all__ = ["pg_url"]  # a fixture used here
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+Ts = sa.DateTime(timezone=True)
+
+
+def v1_metadata() -> sa.MetaData:
+    """The version-1 schema: the tables as they are, but payments and usage_records as v1 had them."""
+    v1 = sa.MetaData()
+    for name, table in tables.items():
+        if name not in ("payments", "usage_records"):
+            table.to_metadata(v1)
+    sa.Table(
+        "usage_records", v1,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column(
+            "subscription_id", sa.String(64), sa.ForeignKey("subscriptions.id"), nullable=False, index=True
+        ),
+        sa.Column("customer_id", sa.String(64), nullable=False),
+        sa.Column("amount", sa.BigInteger, nullable=False),
+        sa.Column("period_start", Ts, nullable=False),
+        sa.Column("idempotency_key", sa.String(255), nullable=False, unique=True),
+        sa.Column("invoice_id", sa.String(64), nullable=True),
+        sa.Column("created_at", Ts, nullable=False),
+    )  # fmt: skip
+    sa.Table(
+        "payments", v1,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("invoice_id", sa.String(64), sa.ForeignKey("invoices.id"), nullable=False, index=True),
+        sa.Column("amount", sa.BigInteger, nullable=False),
+        sa.Column("created_at", Ts, nullable=False),
+    )  # fmt: skip
+    return v1
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def v1_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A version-1 billing database with one invoice paid twice and one usage record."""
+    url = str(tmp_path / "v1.db") if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    engine = sa.create_engine(
+        f"sqlite:///{url}"
+        if request.param == "sqlite"
+        else url.replace("postgresql://", "postgresql+psycopg://")
+    )
+    v1 = v1_metadata()
+    t = v1.tables
+    with engine.begin() as conn:
+        v1.create_all(conn)
+        conn.execute(t["schema_migrations"].insert().values(version=1, applied_at=T0))
+        conn.execute(t["customers"].insert().values(id="cus_1", name="A", email="a@x.io", created_at=T0))
+        conn.execute(t["products"].insert().values(id="prod_1", name="Pro", created_at=T0))
+        conn.execute(
+            t["plans"].insert().values(
+                id="plan_1", product_id="prod_1", name="Pro", currency="USD", interval_days=30,
+                included_budget=10, created_at=T0,
+            )
+        )  # fmt: skip
+        conn.execute(t["prices"].insert().values(id="price_1", plan_id="plan_1", amount=5, created_at=T0))
+        for sub in ("sub_1", "sub_2"):
+            conn.execute(
+                t["subscriptions"].insert().values(
+                    id=sub, customer_id="cus_1", plan_id="plan_1", status="active", total_budget=10,
+                    period_start=T0, period_end=T0 + timedelta(days=30), created_at=T0, updated_at=T0,
+                )
+            )  # fmt: skip
+        conn.execute(
+            t["invoices"].insert().values(
+                id="inv_1", customer_id="cus_1", subscription_id="sub_1", status="paid", currency="USD",
+                total=5, period_start=T0, period_end=T0 + timedelta(days=30), created_at=T0, paid_at=T0,
+            )
+        )  # fmt: skip
+        for i, paid_at in enumerate((T0 + timedelta(seconds=2), T0 + timedelta(seconds=1))):
+            conn.execute(
+                t["payments"].insert().values(id=f"pay_{i}", invoice_id="inv_1", amount=5, created_at=paid_at)
+            )
+        conn.execute(
+            t["usage_records"].insert().values(
+                id="ur_1", subscription_id="sub_1", customer_id="cus_1", amount=3, period_start=T0,
+                idempotency_key="k-1", created_at=T0,
+            )
+        )  # fmt: skip
+    engine.dispose()
+    return url
+
+
+def test_a_version_1_database_upgrades_in_place(v1_url: str) -> None:
+    store = BillingStore.open(v1_url)
+    payments, migrations = tables["payments"], tables["schema_migrations"]
+    with store.engine.connect() as conn:
+        assert set(conn.execute(sa.select(migrations.c.version)).scalars()) == set(range(1, LATEST + 1))
+        statuses = dict(conn.execute(sa.select(payments.c.id, payments.c.status)).all())
+    assert statuses == {"pay_1": "settled", "pay_0": "duplicate"}, (
+        "the earliest settles; the other is to refund"
+    )
+    with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:
+        conn.execute(payments.insert().values(id="pay_2", invoice_id="inv_1", amount=5, created_at=T0))
+    # Usage keys are now per subscription, and the v1 record is still there.
+    assert store.record_usage("sub_1", 3, "k-1") == (store.get("usage_records", "ur_1"), False)
+    assert store.record_usage("sub_2", 4, "k-1")[1], "the same key on another subscription is another record"
+    with pytest.raises(Conflict):
+        store.record_usage("sub_1", 4, "k-1")
+    store.engine.dispose()
+    again = BillingStore.open(v1_url)  # nothing left to do
+    assert again.get("usage_records", "ur_1") is not None
+    again.engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import signal
 import subprocess
@@ -285,3 +286,140 @@ def test_usage_ingestion_is_exactly_once(store: BillingStore) -> None:
     assert (ingestor.recorded, ingestor.duplicates) == (1, 1)
     assert _usage(store) == [1234]
     assert ingestor.ingest(b"{garbage") and ingestor.rejected == 1
+
+
+async def _until(check: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert check()
+
+
+def test_a_broker_outage_longer_than_the_retry_budget_parks_nothing(
+    store: BillingStore, nats_server: EmbeddedNats, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopped for far longer than max_attempts x backoff, restarted on the same port and store:
+    every row is published after the restart, none is dead, in outbox order, with one log line
+    for the outage and one for the recovery."""
+    populate(store, customers=3)
+    caplog.set_level(logging.INFO, logger="billing_gateway.billing.dispatcher")
+
+    async def body() -> None:
+        nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+        js = nc.jetstream()
+        await ensure_stream(js)
+        dispatcher = Dispatcher(
+            store, js, max_attempts=3, backoff_s=0.05, max_backoff_s=0.2, publish_timeout_s=0.3
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(dispatcher.run(stop, idle_s=0.02))
+        await _until(lambda: dispatcher.pending() == {"published": len(outbox_ids(store))})
+        nats_server.stop()
+        for i in range(20):  # written while the broker is down
+            store.create_customer(f"outage{i}", "o@x.io")
+        await asyncio.sleep(3.0)  # old budget: 3 attempts of 0.3 s plus 0.35 s of backoff
+        assert "dead" not in dispatcher.pending()
+        nats_server.start()
+        await _until(lambda: dispatcher.pending() == {"published": len(outbox_ids(store))})
+        stop.set()
+        await running
+        assert dispatcher.stats.dead == 0 and dispatcher.stats.failures == 0
+        assert await stream_ids(js) == outbox_ids(store), "each once, in outbox order"
+        await nc.close()
+
+    run(body())
+    records = [r for r in caplog.records if r.name == "billing_gateway.billing.dispatcher"]
+    lines = [r.getMessage() for r in records]
+    assert len(lines) == 2 and not [r for r in records if r.exc_info], lines
+    assert lines[0].startswith("broker unreachable since "), lines
+    assert lines[1].startswith("broker back after ") and "19 rows waiting" in lines[1], lines
+
+
+def test_a_message_the_broker_refuses_goes_dead_while_the_rest_flow(
+    store: BillingStore, nats_server: EmbeddedNats
+) -> None:
+    """A rejection is the message's fault: it counts attempts and goes dead with the error;
+    it does not make the broker look unreachable, and the rows after it are published."""
+    populate(store, customers=2)
+    huge = b'{"event_id":"evt_huge","pad":"' + b"x" * 2_000_000 + b'"}'  # over max_payload (1 MB)
+    with store.engine.begin() as conn:
+        now = store.clock()
+        conn.execute(
+            tables["billing_events"]
+            .insert()
+            .values(event_id="evt_huge", event_type="customer.created", payload=huge, status="pending",
+                    attempts=0, next_attempt_at=now, created_at=now)
+        )  # fmt: skip
+    store.create_customer("after", "after@x.io")
+
+    async def body() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await ensure_stream(js)
+        dispatcher = Dispatcher(store, js, max_attempts=3, backoff_s=0.01, max_backoff_s=0.02)
+        stop = asyncio.Event()
+        running = asyncio.create_task(dispatcher.run(stop, idle_s=0.01))
+        await _until(lambda: "pending" not in dispatcher.pending())
+        stop.set()
+        await running
+        assert dispatcher.pending() == {"published": len(outbox_ids(store)) - 1, "dead": 1}
+        stats = dispatcher.stats
+        assert (stats.failures, stats.dead, stats.transport_failures) == (3, 1, 0)
+        assert not dispatcher.broker.down
+        with store.engine.connect() as conn:
+            events = tables["billing_events"]
+            attempts, error = conn.execute(
+                sa.select(events.c.attempts, events.c.last_error).where(events.c.status == "dead")
+            ).one()
+        assert attempts == 3 and error.startswith("MaxPayloadError"), error
+        await nc.close()
+
+    run(body())
+
+
+def test_the_dispatch_command_rides_out_a_broker_outage(tmp_path: Path, nats_server: EmbeddedNats) -> None:
+    """``billing dispatch`` as a process: the broker is stopped for longer than the default
+    retry budget of a rejected row would last, rows are written meanwhile, and the broker comes
+    back on the same port with the same store: all published, none dead, one line each way."""
+    db = str(tmp_path / "billing.db")
+    store = BillingStore.open(db)
+    populate(store, customers=2)
+    log_path = tmp_path / "dispatch.log"
+    command = [sys.executable, "-m", "billing_gateway.cli", "--nats-url", nats_server.url,
+               "billing", "--db", db, "dispatch"]  # fmt: skip
+
+    def all_published() -> bool:
+        return Dispatcher(store, None).pending() == {"published": len(outbox_ids(store))}  # type: ignore[arg-type]
+
+    def wait(check: Any) -> None:
+        deadline = time.monotonic() + 60
+        while not check() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert check(), log_path.read_text()
+
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait(all_published)
+        nats_server.stop()
+        for i in range(10):
+            store.create_customer(f"outage{i}", "o@x.io")
+        wait(lambda: "broker unreachable since" in log_path.read_text())
+        time.sleep(6)  # longer than a publish timeout: the probe fails again, counting nothing
+        assert Dispatcher(store, None).pending().get("dead") is None  # type: ignore[arg-type]
+        nats_server.start()
+        wait(all_published)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    logged = log_path.read_text().splitlines()
+    lines = [line for line in logged if "logger=billing_gateway.billing.dispatcher" in line]
+    assert len(lines) == 2, lines
+    assert "broker unreachable since" in lines[0] and "broker back after" in lines[1], lines
+
+    async def check() -> None:
+        nc = await nats.connect(nats_server.url)
+        assert await stream_ids(nc.jetstream()) == outbox_ids(store)
+        await nc.close()
+
+    run(check())

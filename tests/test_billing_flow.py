@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from billing_gateway.stream import EVENTS_STREAM, ensure_stream
 from billing_gateway.usage import UsageReporter, usage_event
 from nats.js import JetStreamContext
 
-from .conftest import Service
+from .conftest import POSTGRES_URL, Service
 
 
 @pytest.fixture
@@ -423,3 +424,55 @@ def test_the_dispatch_command_rides_out_a_broker_outage(tmp_path: Path, nats_ser
         await nc.close()
 
     run(check())
+
+
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)
+def test_an_unavailable_outbox_database_is_logged_once_each_way(
+    store: BillingStore, nats_server: EmbeddedNats, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another session holds the outbox table locked past the dispatcher's lock timeout: every
+    dispatcher query fails for two seconds. One line when it goes, one when it is back."""
+    caplog.set_level(logging.INFO, logger="billing_gateway.billing.dispatcher")
+    with store.engine.connect() as conn:
+        schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
+    impatient = BillingStore.open(
+        POSTGRES_URL, connect_args={"options": f"-csearch_path={schema} -clock_timeout=50"}
+    )
+    locked, released = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("LOCK TABLE billing_events IN ACCESS EXCLUSIVE MODE"))
+            locked.set()
+            released.wait(10)
+
+    async def body() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await ensure_stream(js)
+        dispatcher = Dispatcher(impatient, js, backoff_s=0.05, max_retry_interval_s=0.2)
+        stop = asyncio.Event()
+        running = asyncio.create_task(dispatcher.run(stop, idle_s=0.02))
+        holder = threading.Thread(target=hold_the_lock)
+        holder.start()
+        await asyncio.to_thread(locked.wait, 10)
+        await asyncio.sleep(2.0)
+        assert dispatcher.database.failures >= 5, "it kept retrying"
+        released.set()
+        await asyncio.to_thread(holder.join, 10)
+        populate(store, customers=2)
+        await _until(lambda: dispatcher.pending() == {"published": len(outbox_ids(store))})
+        stop.set()
+        await running
+        await nc.close()
+
+    try:
+        run(body())
+    finally:
+        released.set()
+        impatient.engine.dispose()
+    records = [r for r in caplog.records if r.name == "billing_gateway.billing.dispatcher"]
+    lines = [r.getMessage() for r in records]
+    assert len(lines) == 2 and not [r for r in records if r.exc_info], lines
+    assert lines[0].startswith("outbox database unreachable since") and "lock timeout" in lines[0], lines
+    assert lines[1].startswith("outbox database back after"), lines

@@ -689,13 +689,21 @@ fn check_id(field: &str, value: &str) -> Result<(), Error> {
 }
 
 fn check_key(field: &str, value: &str, max: usize) -> Result<(), Error> {
+    id_problem(value, max).map_or(Ok(()), |problem| Err(invalid(field, problem)))
+}
+
+/// Why `value` is not an identifier of at most `max` bytes, if it is not: blank, a
+/// control character, or too long.
+pub(crate) fn id_problem(value: &str, max: usize) -> Option<String> {
     if value.trim().is_empty() {
-        return Err(invalid(field, "must not be empty"));
+        Some("must not be empty".to_string())
+    } else if value.chars().any(char::is_control) {
+        Some("must not contain control characters".to_string())
+    } else if value.len() > max {
+        Some(format!("longer than {max} bytes"))
+    } else {
+        None
     }
-    if value.chars().any(char::is_control) {
-        return Err(invalid(field, "must not contain control characters"));
-    }
-    check_len(field, value, max)
 }
 
 /// A money amount given as a JSON number or a decimal string (the same grammar,

@@ -14,6 +14,8 @@ pub mod snapshot;
 pub mod table;
 
 #[cfg(feature = "python")]
+mod pyargs;
+#[cfg(feature = "python")]
 mod python;
 
 pub use table::{BudgetView, Config, Decision, Outcome, Reason, Table, UsageItem, UsageRecord};

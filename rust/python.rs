@@ -2,14 +2,14 @@
 //! the Python-free modules of the crate.
 
 use crate::event::{self, Status};
+use crate::pyargs::{self, copy_bytes, event_bytes, micros, tenant, type_name};
 use crate::table::{BudgetView, Config, Decision, Outcome, Reason, Table};
 use crate::{snapshot, Error};
 use chrono::{DateTime, Utc};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyMemoryView, PyString};
-use std::borrow::Cow;
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyMemoryView, PyString};
 
 pyo3::import_exception!(billing_gateway.errors, InvalidEvent);
 pyo3::import_exception!(billing_gateway.errors, InvalidAmount);
@@ -89,90 +89,14 @@ const REASONS: [Reason; 5] = [
     Reason::PeriodEnded,
 ];
 
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type()
-        .name()
-        .map_or_else(|_| "?".to_string(), |n| n.to_string())
-}
-
-/// A copy of a bytes-like object (`bytearray`, `memoryview`) as `bytes`.
-fn copy_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
-    obj.py()
-        .import("builtins")?
-        .getattr("bytes")?
-        .call1((obj,))?
-        .extract()
-}
-
-/// The JSON of an event given as `bytes`, `str`, `bytearray` or `memoryview`; `None`
-/// for anything else. A `str` that is not Unicode (a lone surrogate) is `InvalidEvent`.
-fn event_bytes<'a>(event: &'a Bound<'_, PyAny>) -> PyResult<Option<Cow<'a, [u8]>>> {
-    if let Ok(b) = event.cast::<PyBytes>() {
-        return Ok(Some(Cow::Borrowed(b.as_bytes())));
-    }
-    if let Ok(s) = event.cast::<PyString>() {
-        let text = s.to_str().map_err(|_| {
-            InvalidEvent::new_err("event: not UTF-8 (the str holds a lone surrogate)")
-        })?;
-        return Ok(Some(Cow::Borrowed(text.as_bytes())));
-    }
-    if event.is_instance_of::<PyByteArray>() || event.is_instance_of::<PyMemoryView>() {
-        return Ok(Some(Cow::Owned(copy_bytes(event)?)));
-    }
-    Ok(None)
-}
-
-/// An amount argument: a non-negative `int` of micro-units.
-#[inline]
-fn micros(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
-    match obj.extract::<i64>() {
-        Ok(v) if v >= 0 => Ok(v as u64),
-        Ok(v) => Err(InvalidAmount::new_err(format!(
-            "{what} must be >= 0 micro-units, got {v}"
-        ))),
-        Err(_) => Err(not_micros(obj, what)),
-    }
-}
-
-#[cold]
-fn not_micros(obj: &Bound<'_, PyAny>, what: &str) -> PyErr {
-    if obj.is_instance_of::<PyInt>() {
-        return InvalidAmount::new_err(format!(
-            "{what} {obj} is out of range (at most {} micro-units)",
-            i64::MAX
-        ));
-    }
-    let kind = obj
-        .get_type()
-        .name()
-        .map_or_else(|_| "?".to_string(), |n| n.to_string());
-    PyTypeError::new_err(format!(
-        "{what} must be an int of micro-units, not {kind} (convert with billing_gateway.to_micros)"
-    ))
-}
-
-fn reservation_id(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
-    if !obj.is_instance_of::<PyInt>() {
-        let kind = obj
-            .get_type()
-            .name()
-            .map_or_else(|_| "?".to_string(), |n| n.to_string());
-        return Err(PyTypeError::new_err(format!(
-            "reservation_id must be an int, not {kind}"
-        )));
-    }
-    // Negative or huge ids were never issued.
-    obj.extract::<u64>().map_err(|_| {
-        UnknownReservation::new_err(format!(
-            "reservation {obj} is unknown, expired or already resolved"
-        ))
-    })
-}
-
 fn datetime(micros: i64) -> PyResult<DateTime<Utc>> {
     DateTime::<Utc>::from_timestamp_micros(micros)
         .ok_or_else(|| InvalidArgument::new_err(format!("timestamp out of range: {micros}")))
 }
+
+/// The longest TTL and grace period accepted, in seconds (about 31.7 years).
+const MAX_SECONDS: f64 = 1e9;
+const DEFAULT_TTL_US: i64 = 60_000_000;
 
 /// The outcome of a spend check; `bool(decision)` is `decision.allowed`.
 #[pyclass(
@@ -193,9 +117,13 @@ impl PyDecision {
     fn new(
         allowed: bool,
         reason: &Bound<'_, PyAny>,
-        remaining: u64,
-        reservation_id: Option<u64>,
+        remaining: &Bound<'_, PyAny>,
+        reservation_id: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let remaining = micros(remaining, "remaining")?;
+        let reservation_id = reservation_id
+            .map(|id| pyargs::natural(id, "reservation_id"))
+            .transpose()?;
         let m = models(reason.py())?;
         let index = m
             .reasons
@@ -257,38 +185,49 @@ pub struct Gateway {
 
 #[pymethods]
 impl Gateway {
+    /// `None` for any keyword means its default.
     #[new]
-    #[pyo3(signature = (*, grace_period_s = 86_400.0, unknown_tenant = "deny", max_parked = 10_000, dedupe_window = 100_000))]
+    #[pyo3(
+        signature = (*, grace_period_s = None, unknown_tenant = None, max_parked = None, dedupe_window = None, max_parked_bytes = None),
+        text_signature = "(*, grace_period_s=86400.0, unknown_tenant='deny', max_parked=10000, dedupe_window=100000, max_parked_bytes=67108864)"
+    )]
     fn new(
-        grace_period_s: f64,
-        unknown_tenant: &str,
-        max_parked: i64,
-        dedupe_window: i64,
+        grace_period_s: Option<&Bound<'_, PyAny>>,
+        unknown_tenant: Option<&Bound<'_, PyAny>>,
+        max_parked: Option<&Bound<'_, PyAny>>,
+        dedupe_window: Option<&Bound<'_, PyAny>>,
+        max_parked_bytes: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        if !grace_period_s.is_finite() || grace_period_s < 0.0 {
-            return Err(InvalidArgument::new_err(format!(
-                "grace_period_s must be a finite number of seconds >= 0, got {grace_period_s}"
-            )));
-        }
-        let allow_unknown = match unknown_tenant {
-            "deny" => false,
-            "allow" => true,
-            other => {
+        let defaults = Config::default();
+        let allow_unknown = match unknown_tenant.map(|u| pyargs::text(u, "unknown_tenant")) {
+            None => defaults.allow_unknown,
+            Some(Ok("deny")) => false,
+            Some(Ok("allow")) => true,
+            Some(Ok(other)) => {
                 return Err(InvalidArgument::new_err(format!(
                     "unknown_tenant must be \"deny\" or \"allow\", got {other:?}"
                 )))
             }
+            Some(Err(e)) => return Err(e),
         };
-        let count = |name: &str, v: i64| {
-            usize::try_from(v)
-                .map_err(|_| InvalidArgument::new_err(format!("{name} must be >= 0, got {v}")))
+        let count = |obj: Option<&Bound<'_, PyAny>>, what: &str, default: usize| {
+            obj.map_or(Ok(default), |o| pyargs::count(o, what))
+        };
+        let grace_us = match grace_period_s {
+            None => defaults.grace_us,
+            Some(g) => pyargs::seconds(g, "grace_period_s", MAX_SECONDS, true)?,
         };
         Ok(Self {
             table: Table::new(Config {
-                grace_us: (grace_period_s * 1e6).round() as i64,
+                grace_us,
                 allow_unknown,
-                max_parked: count("max_parked", max_parked)?,
-                dedupe_window: count("dedupe_window", dedupe_window)?,
+                max_parked: count(max_parked, "max_parked", defaults.max_parked)?,
+                max_parked_bytes: count(
+                    max_parked_bytes,
+                    "max_parked_bytes",
+                    defaults.max_parked_bytes,
+                )?,
+                dedupe_window: count(dedupe_window, "dedupe_window", defaults.dedupe_window)?,
             }),
         })
     }
@@ -305,52 +244,67 @@ impl Gateway {
         outcome_member(py, outcome)
     }
 
-    fn try_spend(&self, tenant_id: &str, amount: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Ok(self.table.try_spend(tenant_id, micros(amount, "amount")?))
+    fn try_spend(&self, tenant_id: &Bound<'_, PyAny>, amount: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let amount = micros(amount, "amount")?;
+        Ok(self.table.try_spend(tenant(tenant_id)?, amount))
     }
 
-    fn spend(&self, tenant_id: &str, amount: &Bound<'_, PyAny>) -> PyResult<PyDecision> {
-        Ok(PyDecision(
-            self.table.spend(tenant_id, micros(amount, "amount")?),
-        ))
-    }
-
-    fn check(&self, tenant_id: &str, amount: &Bound<'_, PyAny>) -> PyResult<PyDecision> {
-        Ok(PyDecision(
-            self.table.check(tenant_id, micros(amount, "amount")?),
-        ))
-    }
-
-    #[pyo3(signature = (tenant_id, amount, *, ttl_s = 60.0))]
-    fn reserve(
+    fn spend(
         &self,
-        tenant_id: &str,
+        tenant_id: &Bound<'_, PyAny>,
         amount: &Bound<'_, PyAny>,
-        ttl_s: f64,
     ) -> PyResult<PyDecision> {
         let amount = micros(amount, "amount")?;
-        if !ttl_s.is_finite() || ttl_s <= 0.0 || ttl_s > 1e9 {
-            return Err(InvalidArgument::new_err(format!(
-                "ttl_s must be a positive number of seconds, got {ttl_s}"
-            )));
-        }
-        let ttl_us = ((ttl_s * 1e6).round() as i64).max(1);
-        Ok(PyDecision(self.table.reserve(tenant_id, amount, ttl_us)))
+        Ok(PyDecision(self.table.spend(tenant(tenant_id)?, amount)))
+    }
+
+    fn check(
+        &self,
+        tenant_id: &Bound<'_, PyAny>,
+        amount: &Bound<'_, PyAny>,
+    ) -> PyResult<PyDecision> {
+        let amount = micros(amount, "amount")?;
+        Ok(PyDecision(self.table.check(tenant(tenant_id)?, amount)))
+    }
+
+    /// `ttl_s=None` means the default.
+    #[pyo3(
+        signature = (tenant_id, amount, *, ttl_s = None),
+        text_signature = "($self, tenant_id, amount, *, ttl_s=60.0)"
+    )]
+    fn reserve(
+        &self,
+        tenant_id: &Bound<'_, PyAny>,
+        amount: &Bound<'_, PyAny>,
+        ttl_s: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyDecision> {
+        let amount = micros(amount, "amount")?;
+        let ttl_us = match ttl_s {
+            None => DEFAULT_TTL_US,
+            Some(t) => pyargs::seconds(t, "ttl_s", MAX_SECONDS, false)?,
+        };
+        Ok(PyDecision(self.table.reserve(
+            tenant(tenant_id)?,
+            amount,
+            ttl_us,
+        )))
     }
 
     fn commit(&self, reservation_id: &Bound<'_, PyAny>, actual: &Bound<'_, PyAny>) -> PyResult<()> {
-        let id = self::reservation_id(reservation_id)?;
+        let id = pyargs::reservation_id(reservation_id)?;
         let actual = micros(actual, "actual")?;
         Ok(self.table.commit(id, actual)?)
     }
 
     fn release(&self, reservation_id: &Bound<'_, PyAny>) -> PyResult<()> {
-        Ok(self.table.release(self::reservation_id(reservation_id)?)?)
+        Ok(self
+            .table
+            .release(pyargs::reservation_id(reservation_id)?)?)
     }
 
-    fn budget(&self, py: Python<'_>, tenant_id: &str) -> PyResult<Option<Py<PyAny>>> {
+    fn budget(&self, py: Python<'_>, tenant_id: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
         self.table
-            .budget(tenant_id)
+            .budget(tenant(tenant_id)?)
             .map(|b| budget_object(py, &b))
             .transpose()
     }
@@ -377,10 +331,14 @@ impl Gateway {
     }
 
     /// The whole state as bytes, with `cursor` (e.g. the JetStream stream sequence).
-    #[pyo3(signature = (cursor = 0))]
-    fn snapshot<'py>(&self, py: Python<'py>, cursor: i64) -> PyResult<Bound<'py, PyBytes>> {
-        let cursor = u64::try_from(cursor)
-            .map_err(|_| InvalidArgument::new_err(format!("cursor must be >= 0, got {cursor}")))?;
+    /// `cursor=None` means 0.
+    #[pyo3(signature = (cursor = None), text_signature = "($self, cursor=0)")]
+    fn snapshot<'py>(
+        &self,
+        py: Python<'py>,
+        cursor: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let cursor = cursor.map_or(Ok(0), |c| pyargs::natural(c, "cursor"))?;
         let bytes = py.detach(|| snapshot::encode(&self.table, cursor));
         Ok(PyBytes::new(py, &bytes))
     }
@@ -442,8 +400,10 @@ impl Gateway {
     /// Pins the table's clock at `micros` since the epoch (tests, simulations);
     /// `None` returns to the system clock.
     #[pyo3(signature = (micros))]
-    fn _set_clock(&self, micros: Option<i64>) {
-        self.table.set_clock(micros);
+    fn _set_clock(&self, micros: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let at = micros.map(|m| pyargs::instant(m, "micros")).transpose()?;
+        self.table.set_clock(at);
+        Ok(())
     }
 }
 
@@ -472,10 +432,14 @@ fn budget_object(py: Python<'_>, b: &BudgetView) -> PyResult<Py<PyAny>> {
 }
 
 /// `(stream_seq, consumer_seq, timestamp_ns, pending)` from a JetStream message's reply
-/// subject if `consumer` delivered it, else `None` (heartbeats, flow control, others).
+/// subject if `consumer` delivered it, else `None` (heartbeats, flow control, others,
+/// and strings that are not Unicode).
 #[pyfunction]
-fn ack_info(reply: &str, consumer: &str) -> Option<(u64, u64, i64, u64)> {
-    crate::jetstream::ack_info(reply, consumer)
+fn ack_info(
+    reply: &Bound<'_, PyString>,
+    consumer: &Bound<'_, PyString>,
+) -> Option<(u64, u64, i64, u64)> {
+    crate::jetstream::ack_info(reply.to_str().ok()?, consumer.to_str().ok()?)
 }
 
 /// Checks one event (JSON as `bytes` or `str`) against the one definition of a valid

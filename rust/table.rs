@@ -39,6 +39,8 @@ pub struct Config {
     pub allow_unknown: bool,
     /// How many events for not-yet-created subscriptions may wait.
     pub max_parked: usize,
+    /// How many bytes of such events may wait.
+    pub max_parked_bytes: usize,
     /// How many recent event ids are remembered for duplicate detection.
     pub dedupe_window: usize,
 }
@@ -49,6 +51,7 @@ impl Default for Config {
             grace_us: 86_400 * 1_000_000,
             allow_unknown: false,
             max_parked: 10_000,
+            max_parked_bytes: 64 << 20,
             dedupe_window: 100_000,
         }
     }
@@ -295,6 +298,7 @@ pub(crate) struct Writer {
     /// Events waiting for their subscription's `subscription.created`, by subscription.
     pub(crate) parked: HashMap<Id, Vec<Parked>, Hasher>,
     pub(crate) parked_count: usize,
+    pub(crate) parked_bytes: usize,
     pub(crate) parked_seq: u64,
     /// Usage of closed periods and superseded subscriptions not yet drained.
     pub(crate) journal: Vec<UsageItem>,
@@ -308,15 +312,28 @@ impl Writer {
             dedupe: Dedupe::new(dedupe_window),
             parked: HashMap::default(),
             parked_count: 0,
+            parked_bytes: 0,
             parked_seq: 0,
             journal: Vec::new(),
             drain_seq: 0,
         }
     }
 
+    /// Parks `raw` (which waits for subscription `sub`) under sequence number `seq`.
+    pub(crate) fn park(&mut self, sub: &str, seq: u64, raw: &[u8]) {
+        let parked = Parked {
+            seq,
+            raw: raw.into(),
+        };
+        self.parked.entry(Id::from(sub)).or_default().push(parked);
+        self.parked_count += 1;
+        self.parked_bytes += raw.len();
+    }
+
     fn unpark(&mut self, sub: &str) -> Vec<Parked> {
         let events = self.parked.remove(sub).unwrap_or_default();
         self.parked_count -= events.len();
+        self.parked_bytes -= events.iter().map(|p| p.raw.len()).sum::<usize>();
         events
     }
 }
@@ -792,20 +809,26 @@ impl Table {
     }
 
     fn park(&self, w: &mut Writer, sub: &str, raw: &[u8]) -> Result<Outcome, Error> {
-        if w.parked_count >= self.config.max_parked {
+        let limit = if w.parked_count >= self.config.max_parked {
+            Some(format!("{} events (max_parked)", w.parked_count))
+        } else if w.parked_bytes.saturating_add(raw.len()) > self.config.max_parked_bytes {
+            Some(format!(
+                "{} bytes of events (max_parked_bytes is {})",
+                w.parked_bytes, self.config.max_parked_bytes
+            ))
+        } else {
+            None
+        };
+        if let Some(held) = limit {
             return Err(Error::ParkingFull(format!(
-                "{} events already wait for subscriptions not yet created (max_parked); \
-                 this one (for {sub}) was not applied",
-                w.parked_count
+                "{held} already wait for subscriptions not yet created; \
+                 this one ({} bytes, for {sub}) was not applied",
+                raw.len()
             )));
         }
         w.parked_seq += 1;
-        let parked = Parked {
-            seq: w.parked_seq,
-            raw: raw.into(),
-        };
-        w.parked.entry(Id::from(sub)).or_default().push(parked);
-        w.parked_count += 1;
+        let seq = w.parked_seq;
+        w.park(sub, seq, raw);
         Ok(Outcome::Parked)
     }
 

@@ -373,3 +373,36 @@ def test_a_new_subscription_of_a_canceled_tenant_may_spend() -> None:
     gw = canceled_gateway()
     assert gw.apply(created("sub_2", ts=NOW + timedelta(hours=1))) is A.APPLIED
     assert gw.try_spend("cus_1", 1), "canceled is terminal for a subscription, not for a tenant"
+
+
+def _padded_update(sub: str, size: int, event_id: str | None = None) -> bytes:
+    raw = updated(sub, new_total_budget="1", event_id=event_id)
+    return raw[:-2] + b',"padding":"' + b"x" * size + b'"}}'
+
+
+def test_parked_events_are_bounded_in_bytes_too() -> None:
+    """50 parked events of 10 MB each used to hold 510 MB: the default bound is 64 MiB."""
+    gw = pin(Gateway())
+    ten_mb = 10 * 2**20
+    for i in range(6):
+        assert gw.apply(_padded_update(f"sub_{i}", ten_mb)) is A.PARKED
+    with pytest.raises(ParkingFull, match="max_parked_bytes"):
+        gw.apply(_padded_update("sub_6", ten_mb, event_id="evt_big"))
+    assert gw.apply(updated("sub_7", new_total_budget="1")) is A.PARKED, "small ones still fit"
+    # Room again once a subscription arrives and its events are applied.
+    assert gw.apply(created("sub_0", "cus_0")) is A.APPLIED
+    assert gw.apply(_padded_update("sub_6", ten_mb, event_id="evt_big")) is A.PARKED
+
+
+def test_max_parked_bytes_is_configurable_and_survives_snapshots() -> None:
+    gw = pin(Gateway(max_parked_bytes=1000))
+    assert gw.apply(_padded_update("sub_a", 500)) is A.PARKED
+    with pytest.raises(ParkingFull, match="max_parked_bytes"):
+        gw.apply(_padded_update("sub_b", 500))
+    restored = pin(Gateway.restore(gw.snapshot()))
+    with pytest.raises(ParkingFull, match="max_parked_bytes"):
+        restored.apply(_padded_update("sub_b", 500))
+    assert restored.apply(created("sub_a")) is A.APPLIED
+    assert restored.apply(_padded_update("sub_b", 500)) is A.PARKED
+    with pytest.raises(ParkingFull):
+        pin(Gateway(max_parked_bytes=0)).apply(updated("sub_c"))

@@ -431,7 +431,7 @@ def mutated_events(draw: st.DrawFn) -> bytes:
         if draw(st.integers(0, 5)) == 0:
             target.pop(key, None)
         else:
-            target[key] = draw(st.sampled_from(_TRICKY_VALUES))
+            target[key] = json.loads(json.dumps(draw(st.sampled_from(_TRICKY_VALUES))))
     return json.dumps(doc, ensure_ascii=draw(st.booleans())).encode()
 
 

@@ -1,7 +1,7 @@
 from decimal import Decimal
 
 import pytest
-from billing_gateway import InvalidAmount, from_micros, to_micros
+from billing_gateway import Gateway, InvalidAmount, InvalidEvent, from_micros, to_micros
 
 
 @pytest.mark.parametrize(
@@ -46,11 +46,78 @@ def test_to_micros_exact(value: Decimal | str | int | float, expected: int) -> N
         10**20,
         # More digits than Decimal's default 28-digit context: must not be rounded.
         "1234567890123456789012.1234567",
+        # Only plain ASCII decimals, as in events: no separators, other digits, spaces or signs.
+        "1_000",
+        "\u0661\u0662",
+        " 5 ",
+        "5 ",
+        "\t5",
+        "+5",
+        ".5",
+        "5.",
+        "1e",
+        "1e1234567",
+        "1e-9999999999",
+        "0x10",
+        "\uff15",
     ],
 )
 def test_to_micros_rejects(value: Decimal | str | int | float) -> None:
     with pytest.raises(InvalidAmount):
         to_micros(value)
+
+
+def test_huge_exponents_and_digit_strings_are_quick_and_exact() -> None:
+    assert to_micros("1" + "0" * 5000 + "e-5000") == 1_000_000
+    assert to_micros("1." + "0" * 5000) == 1_000_000
+    assert to_micros(Decimal("1E-999999999") * 0) == 0
+    for bad in (
+        "1e-999999",
+        "0." + "0" * 5000 + "1",
+        "9" * 5000,
+        Decimal("1E-999999999"),
+        Decimal("1E+99999"),
+    ):
+        with pytest.raises(InvalidAmount):
+            to_micros(bad)
+
+
+def test_to_micros_agrees_with_the_event_parser() -> None:
+    """Event amounts are parsed in Rust; ``to_micros`` takes the same strings to the same value."""
+    from .conftest import created
+
+    texts = ["0", "00", "007", "1", "0.25", "1.5e2", "25E-2", "1E+2", "1e-6", "0.000001", "1.0000000"]
+    texts += [
+        "1e-7",
+        "0.0000001",
+        "-0",
+        "1_0",
+        " 1",
+        "1 ",
+        "+1",
+        ".5",
+        "5.",
+        "1e",
+        "e1",
+        "\u0661",
+        "1e1234567",
+    ]
+    for text in texts:
+        gw = Gateway()
+        try:
+            expected: int | None = to_micros(text)
+        except InvalidAmount:
+            expected = None
+        try:
+            gw.apply(created(total="0").replace(b'"total_budget":0', f'"total_budget":"{text}"'.encode()))
+        except InvalidEvent:
+            got = None
+        else:
+            got = gw.budgets()[0].total
+        if text == "-0":  # to_micros takes signed amounts; an event's budget cannot be negative
+            assert (expected, got) == (0, None)
+            continue
+        assert got == expected, text
 
 
 def test_invalid_amount_is_a_value_error() -> None:

@@ -304,3 +304,108 @@ def test_threads_apply_while_spending() -> None:
     b = gw.budget("cus_1")
     assert b is not None and b.spent == spent[0] and b.plan_name == "n199"
     assert micros(b.period_start) < micros(b.period_end)
+
+
+# ---- arguments: bool is not an int, and every bad argument is one of the package's errors ---------
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_a_bool_is_not_an_amount_or_a_reservation_id(gw: Gateway, flag: bool) -> None:
+    rid = gw.reserve("cus_1", 10).reservation_id
+    assert rid == 1
+    for call in (
+        lambda: gw.try_spend("cus_1", flag),
+        lambda: gw.spend("cus_1", flag),
+        lambda: gw.check("cus_1", flag),
+        lambda: gw.reserve("cus_1", flag),
+        lambda: gw.commit(flag, 0),  # True used to commit reservation 1
+        lambda: gw.commit(rid, flag),
+        lambda: gw.release(flag),
+    ):
+        with pytest.raises(TypeError, match="bool"):
+            call()
+    b = gw.budget("cus_1")
+    assert b is not None and (b.spent, b.reserved) == (0, 10)
+    gw.commit(rid, 10)
+
+
+def test_int_subclasses_other_than_bool_are_ints(gw: Gateway) -> None:
+    class Micros(int):
+        pass
+
+    assert gw.try_spend("cus_1", Micros(5))
+    rid = gw.reserve("cus_1", Micros(5)).reservation_id
+    assert rid is not None
+    gw.commit(Micros(rid), Micros(5))
+    assert gw.budget("cus_1").spent == 10  # type: ignore[union-attr]
+
+
+LONE_SURROGATE = "\ud800"
+
+
+def test_a_tenant_id_that_is_not_unicode_is_an_invalid_argument(gw: Gateway) -> None:
+    for call in (
+        lambda: gw.try_spend(LONE_SURROGATE, 1),
+        lambda: gw.spend("cus_1" + LONE_SURROGATE, 1),
+        lambda: gw.check(LONE_SURROGATE, 1),
+        lambda: gw.reserve(LONE_SURROGATE, 1),
+        lambda: gw.budget(LONE_SURROGATE),
+    ):
+        with pytest.raises(InvalidArgument, match="tenant_id"):
+            call()
+    with pytest.raises(TypeError, match="tenant_id"):
+        gw.try_spend(b"cus_1", 1)  # type: ignore[arg-type]
+    # An unknown but valid tenant keeps its behaviour.
+    assert gw.spend("\u00e9" * 300, 1).reason is Reason.UNKNOWN_TENANT
+    assert gw.budget("") is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"max_parked": 2**64}, InvalidArgument),
+        ({"max_parked": True}, TypeError),
+        ({"max_parked": 1.0}, TypeError),
+        ({"dedupe_window": 2**70}, InvalidArgument),
+        ({"dedupe_window": -(2**70)}, InvalidArgument),
+        ({"max_parked_bytes": -1}, InvalidArgument),
+        ({"max_parked_bytes": 2**64}, InvalidArgument),
+        ({"grace_period_s": 10**400}, InvalidArgument),
+        ({"grace_period_s": 1e300}, InvalidArgument),
+        ({"grace_period_s": True}, TypeError),
+        ({"grace_period_s": "5"}, TypeError),
+        ({"unknown_tenant": LONE_SURROGATE}, InvalidArgument),
+    ],
+)
+def test_out_of_range_constructor_arguments(kwargs: dict[str, object], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        Gateway(**kwargs)  # type: ignore[arg-type]
+
+
+def test_out_of_range_arguments_are_the_package_errors(gw: Gateway) -> None:
+    for ttl in (10**400, 1e300, -(10**400)):
+        with pytest.raises(InvalidArgument, match="ttl_s"):
+            gw.reserve("cus_1", 1, ttl_s=ttl)
+    with pytest.raises(TypeError, match="ttl_s"):
+        gw.reserve("cus_1", 1, ttl_s=True)
+    for cursor in (2**64, -(2**70), -1):
+        with pytest.raises(InvalidArgument, match="cursor"):
+            gw.snapshot(cursor)
+    with pytest.raises(TypeError, match="cursor"):
+        gw.snapshot(True)
+    with pytest.raises(UnknownReservation):
+        gw.commit(2**64, 0)
+    with pytest.raises(UnknownReservation):
+        gw.release(-(2**70))
+    with pytest.raises(InvalidAmount):
+        gw.commit(1, 2**64)
+    for remaining in (-1, 2**64):
+        with pytest.raises(InvalidAmount):
+            Decision(True, Reason.OK, remaining)
+    with pytest.raises(TypeError):
+        Decision(True, Reason.OK, True)
+    with pytest.raises(InvalidArgument):
+        Decision(True, Reason.OK, 1, 2**64)
+    with pytest.raises(InvalidArgument):
+        gw._set_clock(2**64)
+    assert gw.budget("cus_1").reserved == 0  # type: ignore[union-attr]

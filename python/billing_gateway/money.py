@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 
 from .errors import InvalidAmount
 
@@ -10,6 +11,8 @@ __all__ = ["MICROS_PER_UNIT", "from_micros", "to_micros"]
 
 MICROS_PER_UNIT = 1_000_000
 _MAX_MICROS = 2**63 - 1  # amounts are held in 64-bit integers
+_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]{1,6})?")
+"""The JSON number grammar, the one the event parser reads amounts with (plus a sign)."""
 
 
 def to_micros(value: Decimal | str | int | float) -> int:
@@ -17,34 +20,37 @@ def to_micros(value: Decimal | str | int | float) -> int:
 
     ``"0.25"`` -> ``250_000``; an ``int`` means whole units (``2`` -> ``2_000_000``).
     A ``float`` is read as the shortest decimal that prints as it (``0.1`` -> ``100_000``).
-    More than 6 significant decimal places, NaN, infinity or a non-numeric string
-    raise :class:`InvalidAmount`; nothing is ever rounded.
+    A ``str`` is a plain ASCII decimal as in events (``-``, digits, ``.digits``, an exponent
+    of at most 6 digits): no spaces, ``_``, ``+`` or non-ASCII digits.
+    More than 6 significant decimal places, NaN, infinity, a non-numeric string or an
+    amount beyond 64-bit micro-units raise :class:`InvalidAmount`; nothing is ever rounded.
     """
     if isinstance(value, bool) or not isinstance(value, Decimal | str | int | float):
         raise TypeError(f"amount must be a Decimal, str, int or float, not {type(value).__name__}")
     if isinstance(value, int):
         return _in_range(value * MICROS_PER_UNIT, value)
-    try:
-        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    except InvalidOperation:
-        raise InvalidAmount(f"not a decimal number: {value!r}") from None
+    if isinstance(value, str):
+        if not _DECIMAL.fullmatch(value):
+            raise InvalidAmount(f"not a decimal number: {value!r}")
+        number = Decimal(value)
+    else:
+        number = Decimal(repr(value)) if isinstance(value, float) else value
     if not number.is_finite():
         raise InvalidAmount(f"amount must be finite, got {value!r}")
     if number.is_zero():
         return 0
-    if number.adjusted() > 18:
-        raise InvalidAmount(f"amount {value!r} is too large for 64-bit micro-units")
-    # Exact integer arithmetic on the digits: Decimal operations would round to the context.
+    # Exact integer arithmetic on the digits (Decimal operations would round to the
+    # context), bounded before any big power of ten is computed.
     sign, digits, exponent = number.as_tuple()
     assert isinstance(exponent, int)  # finite numbers have an integer exponent
-    coefficient = int("".join(map(str, digits)))
-    shift = exponent + 6
-    if shift >= 0:
-        micros = coefficient * 10**shift
-    else:
-        micros, below = divmod(coefficient, 10**-shift)
-        if below:
-            raise InvalidAmount(f"more than 6 decimal places: {value!r}")
+    coefficient = "".join(map(str, digits))
+    significant = coefficient.rstrip("0")
+    exponent += len(coefficient) - len(significant)
+    if exponent < -6:
+        raise InvalidAmount(f"more than 6 decimal places: {value!r}")
+    if len(significant) + exponent + 6 > 19:  # at least 10**19 micro-units
+        raise InvalidAmount(f"amount {value!r} is too large for 64-bit micro-units")
+    micros = int(significant) * 10 ** (exponent + 6)
     return _in_range(-micros if sign else micros, value)
 
 

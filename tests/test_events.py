@@ -353,6 +353,16 @@ def test_encode_event_output_always_validates() -> None:
     with pytest.raises(InvalidEvent, match=r"^data\.total_budget"):
         encode_event(negative_zero)
     assert encode_event(ok) == encode_event(decode_event(encode_event(ok)))
+    with pytest.raises(InvalidEvent, match="surrogate"):
+        encode_event(msgspec.structs.replace(ok, event_id="\ud800"))
+    deep: object = 1
+    for _ in range(10_000):
+        deep = {"a": deep}
+    unknown = events.UnknownEvent(event_id="e", event_type="a.b", timestamp=ok.timestamp, data={"x": deep})
+    with pytest.raises(InvalidEvent, match="nested"):
+        encode_event(unknown)
+    with pytest.raises(InvalidEvent, match="nested"):
+        Gateway().apply(unknown)
 
 
 _TRICKY_VALUES: list[object] = [

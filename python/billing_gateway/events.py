@@ -223,6 +223,11 @@ def encode_event(event: Event | UnknownEvent) -> bytes:
     """
     if not isinstance(event, (*_KNOWN, UnknownEvent)):
         raise TypeError(f"expected a billing_gateway.events struct, not {type(event).__name__}")
-    encoded = _encoder.encode(event)
+    try:
+        encoded = _encoder.encode(event)
+    except UnicodeEncodeError:
+        raise InvalidEvent("event: a string holds a lone surrogate (it cannot be UTF-8)") from None
+    except RecursionError:
+        raise InvalidEvent("event: nested too deeply") from None
     validate_event(encoded)
     return encoded

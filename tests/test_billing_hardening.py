@@ -13,6 +13,7 @@ import msgspec
 import pytest
 from billing_gateway import ApplyOutcome, Gateway, Reason
 from billing_gateway.billing.client import Conflict, Forbidden, Unprocessable
+from billing_gateway.billing.domain import Invalid as BillingInvalid
 from billing_gateway.billing.schema import tables
 
 from .conftest import Service
@@ -250,6 +251,30 @@ def test_every_event_billing_commits_is_appliable(service: Service) -> None:
         gw.apply(msgspec.json.encode(e))  # never InvalidEvent
     b = gw.budget(customer_id)
     assert b is not None and (b.subscription_id, b.plan_name, b.status) == (sub.id, "é" * 200, "canceled")
+
+
+def test_the_store_never_commits_an_event_a_gateway_cannot_apply(service: Service) -> None:
+    store = service.store
+    customer = store.create_customer("A", "a@x.io")
+    # Past the API's bounds, straight to the store: the outbox's validator is the last word.
+    store.create_plan(plan_id="plan_long", name="é" * 600, currency="USD", included_budget=1, price=0)
+    with pytest.raises(BillingInvalid, match=r"data\.plan_name: .*1024 bytes"):
+        store.create_subscription(customer["id"], "plan_long")
+    with pytest.raises(BillingInvalid, match="correlation_id"):
+        store.create_customer("B", "b@x.io", correlation_id="é" * 200)
+    assert [e["event_type"] for e in outbox(service)] == ["customer.created"], "nothing else committed"
+    # A row stored before the bounds is left out of a rebuild (and logged), not a 500.
+    now = store.clock()
+    with store.engine.begin() as conn:
+        conn.execute(
+            tables["subscriptions"].insert().values(
+                id="sub_legacy", customer_id=customer["id"], plan_id="plan_long", status="active",
+                total_budget=1, period_start=now, period_end=now + timedelta(days=30),
+                created_at=now, updated_at=now,
+            )
+        )  # fmt: skip
+    with service.client() as c:
+        assert c.budget_events() == []
 
 
 # ---- customer-bound keys ---------------------------------------------------------------------

@@ -218,12 +218,12 @@ def _v2_payments(conn: Connection) -> None:
 def _v2_usage_keys(conn: Connection) -> None:
     usage = tables["usage_records"]
     if conn.dialect.name == "postgresql":
-        for unique in sa.inspect(conn).get_unique_constraints("usage_records"):
-            if unique["column_names"] == ["idempotency_key"]:
-                conn.execute(sa.text(f'ALTER TABLE usage_records DROP CONSTRAINT "{unique["name"]}"'))
-        unique = next(c for c in usage.constraints if c.name == "uq_usage_key")
+        for old in sa.inspect(conn).get_unique_constraints("usage_records"):
+            if old["column_names"] == ["idempotency_key"]:
+                conn.execute(sa.text(f'ALTER TABLE usage_records DROP CONSTRAINT "{old["name"]}"'))
+        new = next(c for c in usage.constraints if c.name == "uq_usage_key")
         # isolate_from_table=False: keep it in the table's own CREATE TABLE for new databases.
-        conn.execute(sa.schema.AddConstraint(unique, isolate_from_table=False))
+        conn.execute(sa.schema.AddConstraint(new, isolate_from_table=False))
         return
     # SQLite cannot drop a constraint: rebuild the table.
     conn.execute(sa.text("ALTER TABLE usage_records RENAME TO usage_records_v1"))

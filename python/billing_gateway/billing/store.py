@@ -30,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from billing_gateway import events
+from billing_gateway.errors import InvalidEvent
 from billing_gateway.money import from_micros
 
 from .domain import (
@@ -164,6 +165,14 @@ class BillingStore:
     def _emit(
         self, conn: Connection, event: events.Event | events.UnknownEvent, customer_id: str | None
     ) -> None:
+        """Writes ``event`` to the outbox in the change's transaction. An event a gateway could
+        not apply (the single validator, ``events.validate_event``, refuses it) is
+        :class:`Invalid` instead, and the whole change rolls back: billing never commits what
+        its gateways would dead-letter."""
+        try:
+            payload = events.encode_event(event)  # validates what it encodes
+        except InvalidEvent as exc:
+            raise Invalid(f"the change would emit an event gateways cannot apply: {exc}") from None
         now = self.clock()
         conn.execute(
             T["billing_events"]
@@ -172,7 +181,7 @@ class BillingStore:
                 event_id=event.event_id,
                 event_type=event.event_type,
                 customer_id=customer_id,
-                payload=events.encode_event(event),
+                payload=payload,
                 status="pending",
                 attempts=0,
                 next_attempt_at=now,
@@ -745,5 +754,8 @@ class BillingStore:
                     "timestamp": sub["updated_at"],
                     "tenant_id": sub["customer_id"],
                 }
-                out.append(events.encode_event(self._subscription_created(sub, plan, **env)))
+                try:
+                    out.append(events.encode_event(self._subscription_created(sub, plan, **env)))
+                except InvalidEvent as exc:  # a row stored before the bounds: no gateway could apply it
+                    log.error("subscription %s left out of the budget state: %s", sub_id, exc)
         return out

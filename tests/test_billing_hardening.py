@@ -96,6 +96,20 @@ def test_amounts_above_the_bound_are_422_naming_the_field(service: Service, path
     assert ok.status_code == 201, ok.text
 
 
+@pytest.mark.parametrize(
+    "amount",
+    [b'"1_000"', '"١٢"'.encode(), b'" 5 "', b'"+5"', b'"5."', b'"0x10"', b"1.0000000000000001", b"12.5"],
+)
+def test_money_is_a_plain_decimal_string_or_an_integer(service: Service, amount: bytes) -> None:
+    """Never a lenient parse, never a binary float (1.0000000000000001 would round to 1)."""
+    body = b'{"name":"P","currency":"USD","price":"0","included_budget":' + amount + b"}"
+    response = post(service, "/plans", body)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("included_budget:")
+    assert post(service, "/plans", body.replace(amount, b'"1000.5"')).status_code == 201
+    assert post(service, "/plans", body.replace(amount, b"1000")).status_code == 201
+
+
 def test_budget_above_the_bound_is_422(service: Service) -> None:
     customer_id, sub_id = setup(service)
     with service.client() as c:

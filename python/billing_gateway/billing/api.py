@@ -84,7 +84,7 @@ SCOPES = (
 # ---- conversions --------------------------------------------------------------------------------
 
 
-def _micros(value: Decimal | None, field: str) -> int | None:
+def _micros(value: str | int | None, field: str) -> int | None:
     """Exact micro-units (the store checks the bounds)."""
     if value is None:
         return None
@@ -154,13 +154,20 @@ def _idempotency_key(request: Req) -> str | None:
         ) from None
 
 
+_body = msgspec.json.Decoder(float_hook=Decimal)
+"""Request bodies: numbers with a fraction become exact Decimals, never binary floats."""
+
+
 class _Request(Request[Any, Any, Any]):
-    """A request whose JSON body is refused (400) when it is not UTF-8 or nested deeper
-    than the decoder can go, instead of failing as a 500."""
+    """A request whose JSON body is decoded without floats, and refused (400, naming the
+    problem) when it is not JSON, not UTF-8 or nested deeper than the decoder can go."""
 
     async def json(self) -> Any:
+        body = await self.body()
         try:
-            return await super().json()
+            return _body.decode(body or b"null")
+        except msgspec.DecodeError as exc:
+            raise SerializationException(f"body: {exc}") from None
         except RecursionError:
             raise SerializationException("body: JSON nested too deeply") from None
         except UnicodeDecodeError as exc:

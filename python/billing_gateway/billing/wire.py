@@ -1,7 +1,9 @@
 """The Billing API's request and response bodies (msgspec), shared by the service and its client.
 
-Money is a decimal on the wire (a JSON string in responses; a number or a string in
-requests), exact to the micro-unit; times are ISO 8601 with an offset.
+Money is a decimal on the wire, exact to the micro-unit: a JSON string in responses; in
+requests a plain decimal string (``"12.5"``: ASCII digits, no sign, spaces or ``_``) or
+an integer number of units — never a JSON number with a fraction, which many clients
+produce through a binary float. Times are ISO 8601 with an offset.
 
 Every string a request brings is bounded so that whatever billing stores, and every event
 it emits, fits the database and what a gateway accepts (ids up to 256 bytes, names up to
@@ -48,7 +50,8 @@ Email = Annotated[
     str, msgspec.Meta(max_length=320, pattern=rf"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+{_END}")
 ]
 Currency = Annotated[str, msgspec.Meta(pattern=rf"^[A-Z]{{3}}{_END}")]
-Money = Decimal  # checked to be exact and within bounds by the API
+Money = str | int
+"""An amount in a request, read by ``to_micros`` (exact, strict) and bounded by the store."""
 
 
 # ---- wire types -------------------------------------------------------------------------------

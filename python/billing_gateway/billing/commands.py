@@ -1,21 +1,56 @@
-"""``billing-gateway billing …``: the reference Billing service's subcommands."""
+"""``billing-gateway billing …``: the reference Billing service's subcommands.
+
+    billing [--db PATH|URL] serve [--http HOST:PORT] [--no-auto-pay] [--cycle-every S]
+    billing [--db PATH|URL] dispatch
+    billing [--db PATH|URL] keys create --scope SCOPE [--scope SCOPE ...] [--customer ID]
+    billing [--db PATH|URL] outbox list [--status dead|pending|published] [--limit N]
+    billing [--db PATH|URL] outbox redrive (--all | SEQ ...)
+
+Every error is one line on standard error with exit code 2: a usage error, a database
+that cannot be opened, a port that cannot be listened on, an unknown scope, customer
+or outbox row. Nothing is written when a command fails.
+"""
 
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from billing_gateway.cliargs import OneLineParser, bounded_int, host_port, positive_seconds
 from billing_gateway.settings import env
+
+if TYPE_CHECKING:
+    from .outbox_admin import OutboxRow
+    from .store import BillingStore
 
 __all__ = ["add_parser", "run"]
 
+MAX_SEQ = 2**63 - 1
 
-def _host_port(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    return host or "127.0.0.1", int(port)
+
+class _ApiScopes:
+    """What ``--scope`` accepts: ``billing:*`` and the scopes the API defines, read from
+    the API module only when argparse checks a value or prints the help (so that the
+    other commands do not import the web framework)."""
+
+    def _all(self) -> tuple[str, ...]:
+        from .api import SCOPES
+
+        return ("billing:*", *SCOPES)
+
+    def __contains__(self, scope: object) -> bool:
+        return scope in self._all()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+
+class _Failed(Exception):
+    """A problem the user can fix: one line on standard error, exit code 2."""
 
 
 def add_parser(commands: Any) -> None:
@@ -26,39 +61,75 @@ def add_parser(commands: Any) -> None:
         default=env("BILLING_DB", "billing.db"),
         help="SQLite path or PostgreSQL URL (default ./billing.db)",
     )
-    actions = billing.add_subparsers(dest="action", required=True)
+    actions = billing.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     serve = actions.add_parser("serve", help="API, outbox dispatcher, cycle scheduler and usage ingestion")
     serve.add_argument(
-        "--http", type=_host_port, default=env("BILLING_HTTP", "127.0.0.1:8088"), metavar="HOST:PORT"
+        "--http", type=host_port, default=env("BILLING_HTTP", "127.0.0.1:8088"), metavar="HOST:PORT"
     )
     serve.add_argument(
         "--no-auto-pay", action="store_true", help="leave invoices open for POST /invoices/{id}/pay"
     )
-    serve.add_argument("--cycle-every", type=float, default=60.0, metavar="SECONDS")
+    serve.add_argument("--cycle-every", type=positive_seconds, default=60.0, metavar="SECONDS")
     actions.add_parser("dispatch", help="the outbox dispatcher alone")
+
     keys = actions.add_parser("keys", help="API keys")
     keys_actions = keys.add_subparsers(dest="keys_action", required=True)
     create = keys_actions.add_parser("create", help="create a key and print it (once)")
     create.add_argument(
-        "--scope", action="append", required=True, help="a scope; repeat for more; billing:* for all"
+        "--scope",
+        action="append",
+        required=True,
+        choices=_ApiScopes(),
+        metavar="SCOPE",
+        help="a scope; repeat for more. One of: %(choices)s (billing:* grants all)",
     )
-    create.add_argument("--customer", help="bind the key to one customer")
+    create.add_argument("--customer", help="bind the key to this existing customer")
+
+    outbox = actions.add_parser("outbox", help="the outbox: list rows, redrive dead ones")
+    outbox_actions = outbox.add_subparsers(dest="outbox_action", required=True)
+    listing = outbox_actions.add_parser("list", help="rows, oldest first: seq, event, attempts, last error")
+    listing.add_argument("--status", choices=["dead", "pending", "published"], help="only rows in this state")
+    listing.add_argument("--limit", type=bounded_int(1, 1_000_000), default=50, metavar="N")
+    redrive = outbox_actions.add_parser(
+        "redrive", help="dead rows back to pending, attempts reset: --all, or the rows SEQ ..."
+    )
+    redrive.add_argument("seq", nargs="*", type=bounded_int(1, MAX_SEQ), metavar="SEQ")
+    redrive.add_argument("--all", action="store_true", help="every dead row")
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs the ``billing`` action that ``args`` names."""
-    from .service import ServiceOptions, dispatch, serve
-    from .store import BillingStore
+    import sqlalchemy as sa
 
+    from .store import BillingError
+
+    try:
+        return _run(args)
+    except (_Failed, BillingError) as exc:
+        return _fail(str(exc))
+    except sa.exc.SQLAlchemyError as exc:
+        return _fail(f"database {_shown(args.db)}: {_line(getattr(exc, 'orig', None) or exc)}")
+    except OSError as exc:
+        return _fail(_line(exc))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .service import ServiceOptions, dispatch, serve
+
+    store = _open(args.db)
     if args.action == "keys":
-        key_id, secret = BillingStore.open(args.db).create_api_key(args.scope, args.customer)
+        key_id, secret = store.create_api_key(args.scope, args.customer)
         print(secret)
         print(f"key {key_id}: store it now, it is not shown again", file=sys.stderr)
         return 0
+    if args.action == "outbox":
+        return _outbox(store, args)
+    store.engine.dispose()  # the service opens its own
     options = ServiceOptions(db=args.db, nats_url=args.nats_url, data_dir=args.data_dir)
     if args.action == "dispatch":
         return dispatch(options)
-    host, port = args.http if isinstance(args.http, tuple) else _host_port(args.http)
+    host, port = args.http
+    _check_listen(host, port)
     return serve(
         ServiceOptions(
             db=args.db,
@@ -70,3 +141,90 @@ def run(args: argparse.Namespace) -> int:
             cycle_every_s=args.cycle_every,
         )
     )
+
+
+def _outbox(store: BillingStore, args: argparse.Namespace) -> int:
+    from . import outbox_admin
+
+    if args.outbox_action == "list":
+        rows = outbox_admin.list_rows(store, args.status, args.limit)
+        print(_table(rows))
+        total = outbox_admin.count_rows(store, args.status)
+        more = f"; --limit {total} to see them all" if total > len(rows) else ""
+        print(f"{len(rows)} of {total} {args.status or 'outbox'} rows{more}", file=sys.stderr)
+        return 0
+    if args.all == bool(args.seq):
+        raise _Failed("outbox redrive: give --all or the seq of each row, not both")
+    count = outbox_admin.redrive(store, None if args.all else args.seq)
+    print(f"redrove {count} {'row' if count == 1 else 'rows'}: pending again, attempts reset")
+    return 0
+
+
+def _table(rows: list[OutboxRow]) -> str:
+    header = ("SEQ", "EVENT_ID", "EVENT_TYPE", "STATUS", "ATTEMPTS", "LAST_ERROR")
+    cells = [header] + [
+        (str(r.seq), r.event_id, r.event_type, r.status, str(r.attempts), _clip(r.last_error)) for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def _clip(text: str | None, width: int = 100) -> str:
+    if not text:
+        return "-"
+    line = _line(text)
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _open(db: str) -> BillingStore:
+    """The store at ``db``, migrated; a missing SQLite directory is named as such (SQLite
+    only says "unable to open database file")."""
+    import sqlalchemy as sa
+
+    from .store import BillingStore
+
+    try:
+        url = sa.engine.make_url(db if "://" in db else f"sqlite:///{db}")
+    except sa.exc.ArgumentError:
+        raise _Failed(f"--db {_shown(db)}: not a SQLite path or a database URL") from None
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        directory = Path(url.database).parent
+        if not directory.is_dir():
+            raise _Failed(f"database {db}: the directory {directory} does not exist")
+    return BillingStore.open(db)
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Fails now, in one line, when ``host:port`` cannot be listened on (in use, not an
+    address of this machine, privileged), rather than after the service started."""
+    try:
+        for family, _, _, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            with socket.create_server(address, family=family):  # SO_REUSEADDR, as uvicorn
+                pass
+    except OSError as exc:
+        raise _Failed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _shown(db: str) -> str:
+    """``db`` without its password."""
+    import sqlalchemy as sa
+
+    if "://" not in db:
+        return db
+    try:
+        return sa.engine.make_url(db).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(an unparsable URL)"
+
+
+def _line(value: object) -> str:
+    return " ".join(str(value).split())
+
+
+def _fail(message: str) -> int:
+    print(f"billing-gateway billing: error: {message}", file=sys.stderr)
+    return 2

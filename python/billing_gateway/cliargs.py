@@ -1,0 +1,50 @@
+"""Argument parsing shared by the ``billing-gateway`` commands: value types that name
+what is wrong, and a parser whose errors are one line on standard error (exit code 2)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from typing import NoReturn
+
+__all__ = ["OneLineParser", "bounded_int", "host_port", "positive_seconds"]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Reports a usage error as ``prog: error: message``, one line, exit code 2
+    (argparse prints the whole usage first); ``--help`` still shows it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def host_port(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``:PORT`` means 127.0.0.1) with a port in 1..65535."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT with a port in 1..65535, got {value!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def positive_seconds(value: str) -> float:
+    """A finite, positive number of seconds."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value!r}")
+    return seconds
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in ``low..high`` (written in ASCII digits)."""
+
+    def parse(value: str) -> int:
+        if not value.isascii() or not value.lstrip("-").isdigit() or not low <= int(value) <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer in {low}..{high}, got {value!r}")
+        return int(value)
+
+    parse.__name__ = "integer"
+    return parse

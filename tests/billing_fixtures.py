@@ -6,6 +6,7 @@ Import the fixtures into a test module (``from .billing_fixtures import pg_url, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -29,9 +30,9 @@ T = TypeVar("T")
 CLI = [sys.executable, "-m", "billing_gateway.cli"]
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL URL whose tables live in a schema of their own, dropped afterwards."""
+@contextlib.contextmanager
+def pg_schema() -> Iterator[str]:
+    """A PostgreSQL URL whose tables live in a new schema of their own, dropped afterwards."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(POSTGRES_URL)
@@ -43,6 +44,12 @@ def pg_url() -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with pg_schema() as url:
+        yield url
 
 
 @pytest.fixture

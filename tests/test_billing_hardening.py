@@ -75,6 +75,18 @@ def test_paying_a_past_due_subscription_makes_it_active_again(service: Service) 
     assert b is not None and b.status == "active" and b.period_start == end
 
 
+def test_paying_the_first_invoice_ends_the_trial(service: Service) -> None:
+    customer_id, _ = setup(service)
+    with service.client() as c:
+        trial = c.create_subscription(customer_id, "plan_pro", trial_days=7)
+        assert trial.status == "trialing"
+        (invoice,) = service.store.close_due_cycles(now=trial.period_end)  # auto-paid
+        assert invoice["subscription_id"] == trial.id
+        assert c.get_subscription(trial.id).status == "active"
+        last = c.events(customer_id).events[-1]
+        assert (last["event_type"], last["data"]["status"]) == ("subscription.updated", "active")
+
+
 # ---- money bounds and checked sums -----------------------------------------------------------
 
 

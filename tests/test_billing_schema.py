@@ -3,7 +3,9 @@ race could leave) upgrades in place, on SQLite and PostgreSQL, and stays upgrada
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from billing_gateway.billing.domain import Conflict
 from billing_gateway.billing.schema import LATEST, tables
 from billing_gateway.billing.store import BillingStore
 
-from .billing_fixtures import pg_url
+from .billing_fixtures import pg_schema, pg_url, race
 
 __all__ = ["pg_url"]  # a fixture used here
 
@@ -119,3 +121,16 @@ def test_a_version_1_database_upgrades_in_place(v1_url: str) -> None:
     again = BillingStore.open(v1_url)  # nothing left to do
     assert again.get("usage_records", "ur_1") is not None
     again.engine.dispose()
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_processes_starting_together_on_a_new_database_migrate_it_once(tmp_path: Path, db: str) -> None:
+    for attempt in range(5):
+        with contextlib.ExitStack() as stack:
+            url = str(tmp_path / f"{attempt}.db") if db == "sqlite" else stack.enter_context(pg_schema())
+            stores = race(*[partial(BillingStore.open, url)] * 3)
+            with stores[0].engine.connect() as conn:
+                versions = conn.execute(sa.select(tables["schema_migrations"].c.version)).scalars().all()
+            assert sorted(versions) == list(range(1, LATEST + 1))
+            for store in stores:
+                store.engine.dispose()

@@ -131,6 +131,14 @@ def new_subscription(t: Twins) -> tuple[str, str]:
     return customer, sub
 
 
+def open_invoice(t: Twins) -> tuple[str, str, str]:
+    """A subscription whose period has ended with its invoice open: (customer, subscription, invoice)."""
+    customer, sub = new_subscription(t)
+    end = t.store.get("subscriptions", sub)["period_end"]  # type: ignore[index]
+    (invoice,) = t.store.close_due_cycles(auto_pay=False, now=end + timedelta(seconds=1))
+    return customer, sub, invoice["id"]
+
+
 def test_same_idempotency_key_on_two_servers_does_it_once(twins: Twins) -> None:
     rounds = 25
     for i in range(rounds):
@@ -170,12 +178,10 @@ def test_past_due_and_canceled_on_two_servers_serialize(twins: Twins) -> None:
 
 def test_the_same_invoice_paid_on_two_servers_is_paid_once(twins: Twins) -> None:
     for i in range(10):
-        customer, sub = new_subscription(twins)
-        end = twins.store.get("subscriptions", sub)["period_end"]  # type: ignore[index]
-        (invoice,) = twins.store.close_due_cycles(auto_pay=False, now=end + timedelta(seconds=1))
-        first, second = on_both(twins, "POST", f"/invoices/{invoice['id']}/pay", keys=(f"a-{i}", f"b-{i}"))
+        customer, sub, invoice = open_invoice(twins)
+        first, second = on_both(twins, "POST", f"/invoices/{invoice}/pay", keys=(f"a-{i}", f"b-{i}"))
         assert sorted([first.status_code, second.status_code]) == [200, 409], (first.text, second.text)
-        assert count(twins.store, "payments", invoice_id=invoice["id"]) == 1
+        assert count(twins.store, "payments", invoice_id=invoice) == 1
         paid = [e for e in events_of(twins.store, customer) if e["event_type"] == "invoice.paid"]
         assert len(paid) == 1
         period_start = twins.a.get(f"/subscriptions/{sub}").json()["period_start"]
@@ -184,12 +190,10 @@ def test_the_same_invoice_paid_on_two_servers_is_paid_once(twins: Twins) -> None
 
 def test_pay_and_payment_failed_on_two_servers_serialize(twins: Twins) -> None:
     for _ in range(10):
-        customer, sub = new_subscription(twins)
-        end = twins.store.get("subscriptions", sub)["period_end"]  # type: ignore[index]
-        (invoice,) = twins.store.close_due_cycles(auto_pay=False, now=end + timedelta(seconds=1))
+        customer, sub, invoice = open_invoice(twins)
         pay, fail = race(
-            partial(twins.a.post, f"/invoices/{invoice['id']}/pay"),
-            partial(twins.b.post, f"/invoices/{invoice['id']}/payment-failed"),
+            partial(twins.a.post, f"/invoices/{invoice}/pay"),
+            partial(twins.b.post, f"/invoices/{invoice}/payment-failed"),
         )
         assert pay.status_code == 200, pay.text
         kinds = [e["event_type"] for e in events_of(twins.store, customer)][3:]  # after invoice.created
@@ -198,6 +202,19 @@ def test_pay_and_payment_failed_on_two_servers_serialize(twins: Twins) -> None:
         else:
             assert fail.status_code == 409 and kinds == ["invoice.paid"]
         assert twins.a.get(f"/subscriptions/{sub}").json()["status"] == "active"
+
+
+def test_pay_and_void_on_two_servers_one_wins(twins: Twins) -> None:
+    for _ in range(10):
+        _, _, invoice = open_invoice(twins)
+        pay, void = race(
+            partial(twins.a.post, f"/invoices/{invoice}/pay"),
+            partial(twins.b.post, f"/invoices/{invoice}/void"),
+        )
+        assert sorted([pay.status_code, void.status_code]) == [200, 409], (pay.text, void.text)
+        final = twins.store.get_invoice(invoice)["status"]
+        assert final == ("paid" if pay.status_code == 200 else "void")
+        assert count(twins.store, "payments", invoice_id=invoice) == (final == "paid")
 
 
 def test_same_usage_key_and_plan_id_on_two_servers(twins: Twins) -> None:

@@ -677,19 +677,18 @@ class BillingStore:
         (``invoice.payment_failed``). Refused (:class:`Conflict`, no event) for a canceled one."""
         with self.transaction() as conn:
             invoice, sub = self._locked_invoice(conn, invoice_id)
+            now = self.clock()  # once the rows are ours: events of one subscription in commit order
             if sub["status"] != "past_due":
                 require_transition(sub["id"], sub["status"], "past_due")
                 subs = T["subscriptions"]
                 conn.execute(
-                    subs.update()
-                    .where(subs.c.id == sub["id"])
-                    .values(status="past_due", updated_at=self.clock())
+                    subs.update().where(subs.c.id == sub["id"]).values(status="past_due", updated_at=now)
                 )
             event = events.InvoicePaymentFailed(
                 data=events.InvoicePaymentFailedData(
                     customer_id=sub["customer_id"], subscription_id=sub["id"], invoice_id=invoice_id
                 ),
-                **self._envelope(self.clock(), sub["customer_id"], correlation_id),
+                **self._envelope(now, sub["customer_id"], correlation_id),
             )
             self._emit(conn, event, sub["customer_id"])
             return self._invoice(conn, invoice)

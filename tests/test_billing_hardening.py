@@ -11,12 +11,14 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+import sqlalchemy as sa
 from billing_gateway import ApplyOutcome, Gateway, Reason
 from billing_gateway.billing.client import Conflict, Forbidden, Unprocessable
 from billing_gateway.billing.domain import Invalid as BillingInvalid
+from billing_gateway.billing.ingest import UsageIngestor
 from billing_gateway.billing.schema import tables
 
-from .conftest import Service
+from .conftest import NOW, Service
 from .test_billing_api import setup
 
 
@@ -158,6 +160,31 @@ def test_one_overflowing_subscription_does_not_stop_the_cycle(service: Service) 
     assert service.store.close_due_cycles(now=end) == [], "and keeps failing alone"
 
 
+def test_hostile_usage_events_are_rejected_not_retried(service: Service) -> None:
+    _, sub_id = setup(service)
+    sub = service.store.get("subscriptions", sub_id)
+    assert sub is not None
+    ingestor = UsageIngestor(service.store, None)  # type: ignore[arg-type]  # ingest() needs no broker
+
+    def usage(key: str, amount: int) -> bytes:
+        record = {
+            "tenant_id": sub["customer_id"], "subscription_id": sub_id, "amount": amount,
+            "period_start": sub["period_start"], "idempotency_key": key,
+        }  # fmt: skip
+        return msgspec.json.encode(
+            {"event_id": f"usage_{key[:8]}", "event_type": "usage.reported", "timestamp": NOW, "data": record}
+        )
+
+    hostile = [("k" * 300, 1), ("a\x00b", 1), ("line\nbreak", 1), ("huge", 2**63 - 1)]
+    for key, amount in hostile:
+        assert ingestor.ingest(usage(key, amount)), "acknowledged: a retry cannot help"
+    assert (ingestor.rejected, ingestor.recorded) == (4, 0)
+    assert ingestor.ingest(usage("fine", 1_500_000)) and ingestor.recorded == 1
+    for key, amount in hostile:  # the store itself refuses them too, for any other caller
+        with pytest.raises(BillingInvalid):
+            service.store.record_usage(sub_id, amount, key)
+
+
 # ---- hostile bodies ---------------------------------------------------------------------------
 
 DEEP = b"[" * 20_000 + b"]" * 20_000
@@ -228,6 +255,23 @@ def test_hostile_ids_in_a_patch_and_a_post_are_4xx(service: Service) -> None:
     assert 400 <= response.status_code < 500, response.text
     response = httpx.post(f"{service.url}/api/v1/invoices/inv%00x/pay", headers=headers)
     assert 400 <= response.status_code < 500, response.text
+
+
+def test_an_unreachable_database_is_503_and_the_service_recovers(service: Service) -> None:
+    setup(service)
+    engine = service.store.engine
+    service.store.engine = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")  # refused
+    try:
+        response = httpx.get(
+            f"{service.url}/api/v1/plans", headers={"Authorization": f"Bearer {service.admin_key}"}
+        )
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+        assert "database" in response.json()["detail"]
+    finally:
+        service.store.engine.dispose()
+        service.store.engine = engine
+    with service.client() as c:
+        assert len(c.list_plans()) == 2
 
 
 # ---- nothing billing commits is unappliable ------------------------------------------------------

@@ -10,17 +10,19 @@ operation, its outbox event and the recorded answer commit together (see
 
 Malformed input is a 4xx JSON error naming the problem, never a 500: bodies are at most
 64 KiB of UTF-8 JSON, nested at most as deep as the decoder allows; ids in paths and
-queries must look like ids.
+queries must look like ids. An unreachable database is a 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
 import msgspec
+import sqlalchemy as sa
 from litestar import Litestar, Request, Response, Router, get, patch, post
 from litestar.di import NamedDependency, Provide
 from litestar.enums import MediaType
@@ -60,6 +62,7 @@ from .wire import (
 
 __all__ = ["SCOPES", "create_app"]
 
+log = logging.getLogger(__name__)
 Req = Request[Any, Any, Any]
 S = TypeVar("S", bound=msgspec.Struct)
 Who = NamedDependency[Principal]  # the caller, from the Authorization header
@@ -381,6 +384,13 @@ def create_app(store: BillingStore) -> Litestar:
     def billing_error(_: Req, exc: BillingError) -> Response[dict[str, Any]]:
         return Response({"status_code": exc.status_code, "detail": str(exc)}, status_code=exc.status_code)
 
+    def database_unavailable(request: Req, exc: sa.exc.DBAPIError) -> Response[dict[str, Any]]:
+        """The database is unreachable, or gave up on a lock: nothing was done; retry (with
+        the same Idempotency-Key)."""
+        log.warning("database unavailable for %s %s: %s", request.method, request.url.path, exc.orig)
+        body = {"status_code": 503, "detail": "database unavailable; retry shortly"}
+        return Response(body, status_code=503, headers={"Retry-After": "1"})
+
     def invalid_body(_: Req, exc: ValidationException) -> Response[dict[str, Any]]:
         """A body that parses but breaks the schema is 422, naming the fields (bad JSON is a 400)."""
         problems = exc.extra if isinstance(exc.extra, list) else []
@@ -402,7 +412,12 @@ def create_app(store: BillingStore) -> Litestar:
     )  # fmt: skip
     return Litestar(
         route_handlers=[api, metrics],
-        exception_handlers={BillingError: billing_error, ValidationException: invalid_body},
+        exception_handlers={
+            BillingError: billing_error,
+            ValidationException: invalid_body,
+            sa.exc.OperationalError: database_unavailable,
+            sa.exc.InterfaceError: database_unavailable,
+        },
         openapi_config=OpenAPIConfig(title="billing_gateway Billing API", version="1.0.0", path="/"),
         request_class=_Request,
         request_max_body_size=MAX_BODY,

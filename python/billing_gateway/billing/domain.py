@@ -19,6 +19,7 @@ from collections.abc import Iterable
 __all__ = [
     "LIVE_STATUSES",
     "MAX_AMOUNT",
+    "MAX_KEY",
     "MAX_MICROS",
     "STATUSES",
     "TRANSITIONS",
@@ -28,6 +29,7 @@ __all__ = [
     "Invalid",
     "NotFound",
     "check_amount",
+    "check_key",
     "checked",
     "may_become",
     "require_live",
@@ -113,3 +115,16 @@ def checked(what: str, amounts: Iterable[int]) -> int:
     if not 0 <= total <= MAX_MICROS:
         raise Invalid(f"{what}: {total} micro-units does not fit in 64 bits")
     return total
+
+
+# ---- keys ---------------------------------------------------------------------------------
+
+MAX_KEY = 255
+
+
+def check_key(field: str, key: str) -> str:
+    """``key`` if it is a usable idempotency key (1 to 255 characters, no control
+    characters, which PostgreSQL refuses), else :class:`Invalid`."""
+    if not 0 < len(key) <= MAX_KEY or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        raise Invalid(f"{field}: must be 1 to {MAX_KEY} characters without control characters")
+    return key

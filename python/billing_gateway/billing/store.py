@@ -40,6 +40,7 @@ from .domain import (
     Invalid,
     NotFound,
     check_amount,
+    check_key,
     checked,
     may_become,
     require_live,
@@ -452,6 +453,7 @@ class BillingStore:
 
         Usage of a canceled subscription is still recorded: it was spent before the cancellation."""
         check_amount("amount", amount)
+        check_key("idempotency_key", idempotency_key)
         usage = T["usage_records"]
         with self.transaction() as conn:
             sub = self._require(conn, "subscriptions", subscription_id, "subscription")

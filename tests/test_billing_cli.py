@@ -231,7 +231,7 @@ def test_outbox_list_and_redrive_dead_rows(store: BillingStore, tmp_path: Path) 
             js = nc.jetstream()
             if create_stream:
                 await ensure_stream(js)
-            dispatcher = Dispatcher(store, js, max_attempts=1)
+            dispatcher = Dispatcher(store, js, max_attempts=1, create_missing_stream=False)
             while await dispatcher.dispatch_once():
                 pass
             ids = []

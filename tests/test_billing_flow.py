@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,8 +103,10 @@ def test_failed_publishes_back_off_then_go_dead(store: BillingStore, nats_server
 
     async def body() -> None:
         nc = await nats.connect(nats_server.url)
-        js = nc.jetstream()  # no stream exists: every publish fails
-        dispatcher = Dispatcher(store, js, max_attempts=3, backoff_s=10, publish_timeout_s=0.5)
+        js = nc.jetstream()  # no stream exists, and the dispatcher may not create one: a rejection
+        dispatcher = Dispatcher(
+            store, js, max_attempts=3, backoff_s=10, publish_timeout_s=0.5, create_missing_stream=False
+        )
         total = len(outbox_ids(store))
         assert await dispatcher.dispatch_once() == total
         assert await dispatcher.dispatch_once() == 0, "backing off: nothing is due"
@@ -476,3 +479,40 @@ def test_an_unavailable_outbox_database_is_logged_once_each_way(
     assert len(lines) == 2 and not [r for r in records if r.exc_info], lines
     assert lines[0].startswith("outbox database unreachable since") and "lock timeout" in lines[0], lines
     assert lines[1].startswith("outbox database back after"), lines
+
+
+def test_a_wiped_broker_store_gets_its_stream_back_and_nothing_goes_dead(
+    store: BillingStore, nats_server: EmbeddedNats, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker is stopped, its store emptied, and restarted: the stream is gone. The
+    dispatcher creates it again (one warning) instead of parking every later event as dead."""
+    populate(store, customers=2)
+    caplog.set_level(logging.INFO, logger="billing_gateway.billing.dispatcher")
+
+    async def body() -> None:
+        nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+        js = nc.jetstream()
+        await ensure_stream(js)
+        dispatcher = Dispatcher(
+            store, js, max_attempts=3, backoff_s=0.05, max_backoff_s=0.1, publish_timeout_s=0.3
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(dispatcher.run(stop, idle_s=0.02))
+        await _until(lambda: dispatcher.pending() == {"published": len(outbox_ids(store))})
+        before = len(outbox_ids(store))
+        nats_server.stop()
+        shutil.rmtree(nats_server.data_dir / "jetstream")
+        nats_server.start()
+        await _until(lambda: nc.is_connected)
+        for i in range(5):
+            store.create_customer(f"after{i}", "a@x.io")
+        await _until(lambda: dispatcher.pending() == {"published": len(outbox_ids(store))})
+        stop.set()
+        await running
+        assert dispatcher.stats.dead == 0
+        assert await stream_ids(js) == outbox_ids(store)[before:], "the new stream has the new rows, in order"
+        await nc.close()
+
+    run(body())
+    created = [r.getMessage() for r in caplog.records if "created BILLING_EVENTS" in r.getMessage()]
+    assert len(created) == 1, created

@@ -11,11 +11,13 @@ and the consumers' dedupe absorb; never a loss.
 
 A failed publish is one of two things:
 
-- the broker's **verdict** on the message (a JetStream API error such as "no stream
-  for the subject" or "message too large", or a message the client refuses to send):
+- the broker's **verdict** on the message (a JetStream API error such as "message too
+  large" or "wrong expected sequence", or a message the client refuses to send):
   the row's attempt is counted, it is retried with exponential backoff, and after
   ``max_attempts`` it is parked as ``dead`` with its last error
-  (``billing-gateway billing outbox list`` / ``redrive``);
+  (``billing-gateway billing outbox list`` / ``redrive``). "No stream for the subject"
+  is one too, unless ``create_missing_stream`` (the default): then the dispatcher
+  creates the event stream (after the broker's store was wiped, say) and retries;
 - a **transport** failure (timeout, connection refused or closed, no responders,
   reconnecting): not the event's fault. No attempt is counted. The broker is marked
   unreachable (one log line), and until it answers again the dispatcher sends only the
@@ -42,7 +44,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 from sqlalchemy.engine import Connection
 
-from billing_gateway.stream import event_subject
+from billing_gateway.stream import EVENTS_STREAM, ensure_stream, event_subject
 
 from .schema import tables
 from .store import BillingStore
@@ -73,7 +75,14 @@ class DispatcherStats:
 @dataclass(frozen=True)
 class _Failure:
     error: str
-    transport: bool
+    counted: bool
+    """The broker's verdict on the message: counts an attempt."""
+    reachable: bool = True
+    """The broker answered (with a verdict, or as to why it could not take the message)."""
+
+
+def _unreachable(error: str) -> _Failure:
+    return _Failure(error, counted=False, reachable=False)
 
 
 class _Outage:
@@ -129,10 +138,13 @@ class Dispatcher:
         max_retry_interval_s: float = 5.0,
         lease_s: float = 30.0,
         publish_timeout_s: float = 5.0,
+        create_missing_stream: bool = True,
     ) -> None:
         """``backoff_s``/``max_backoff_s`` space a rejected row's attempts;
         ``backoff_s``/``max_retry_interval_s`` space the retries while the broker or the
-        database is unreachable."""
+        database is unreachable. With ``create_missing_stream`` (the default) the dispatcher
+        creates the event stream when the broker has none for a subject (its store was
+        wiped, or the stream deleted) and publishes into it; without, that is a rejection."""
         self.store = store
         self.js = js
         self.batch = batch
@@ -141,6 +153,8 @@ class Dispatcher:
         self.max_backoff_s = max_backoff_s
         self.lease_s = lease_s
         self.publish_timeout_s = publish_timeout_s
+        self.create_missing_stream = create_missing_stream
+        self._creating_stream = asyncio.Lock()
         self.stats = DispatcherStats()
         self.broker = _Outage("broker", backoff_s, max_retry_interval_s)
         self.database = _Outage("outbox database", backoff_s, max_retry_interval_s)
@@ -162,7 +176,7 @@ class Dispatcher:
             with self.store.engine.begin() as conn:
                 self._mark(conn, rows, results)
         self._track_broker(results, started)
-        return sum(1 for r in results if r is None or not r.transport)
+        return sum(1 for r in results if r is None or r.counted)
 
     async def run(self, stop: asyncio.Event, idle_s: float = 0.2) -> None:
         """Dispatches until ``stop`` is set, pausing ``idle_s`` whenever nothing is due,
@@ -242,26 +256,49 @@ class Dispatcher:
         """The broker's verdict on the message, or a transport failure."""
         error = _one_line(exc)
         if isinstance(exc, NoStreamResponseError):
-            # "No responders": no stream for the subject (a verdict), or a stream that is
-            # not answering right now (transport). Ask the broker which.
+            # "No responders": no stream for the subject, or a stream that is not
+            # answering right now (transport). Ask the broker which.
             try:
                 await self.js.find_stream_name_by_subject(subject)
             except NotFoundError:
-                return _Failure(f"no stream for subject {subject}", transport=False)
+                return await self._no_stream(subject)
             except Exception:  # the lookup did not get through either
-                return _Failure(error, transport=True)
-            return _Failure(error, transport=True)
-        verdict = isinstance(exc, MESSAGE_ERRORS) or (
+                return _unreachable(error)
+            return _unreachable(error)
+        if isinstance(exc, MESSAGE_ERRORS) or (
             isinstance(exc, APIError) and not isinstance(exc, ServiceUnavailableError)
+        ):
+            return _Failure(error, counted=True)
+        return _unreachable(error)
+
+    async def _no_stream(self, subject: str) -> _Failure:
+        """No stream takes ``subject``: create the event stream (once for the whole batch)
+        and have the row retried at once, or count the attempt."""
+        missing = f"no stream for subject {subject}"
+        if not self.create_missing_stream:
+            return _Failure(missing, counted=True)
+        async with self._creating_stream:
+            try:
+                with contextlib.suppress(NotFoundError):  # another row of the batch created it
+                    await self.js.find_stream_name_by_subject(subject)
+                    return _Failure(f"{missing}; created it", counted=False)
+                await ensure_stream(self.js)
+                await self.js.find_stream_name_by_subject(subject)
+            except Exception as exc:
+                return _Failure(
+                    f"{missing}, and creating {EVENTS_STREAM} failed: {_one_line(exc)}", counted=True
+                )
+        log.warning(
+            "%s (the broker's store was wiped, or the stream deleted): created %s", missing, EVENTS_STREAM
         )
-        return _Failure(error, transport=not verdict)
+        return _Failure(f"{missing}; created it", counted=False)
 
     def _track_broker(self, results: list[_Failure | None], started: float) -> None:
         if not results:
             return
-        transport = [r for r in results if r is not None and r.transport]
-        if len(transport) == len(results):
-            self.broker.failed(transport[0].error, started)
+        unreachable = [r for r in results if r is not None and not r.reachable]
+        if len(unreachable) == len(results):
+            self.broker.failed(unreachable[0].error, started)
             return
         down_s = self.broker.recovered()  # any answer, ack or verdict, means it is reachable
         if down_s is not None:
@@ -277,16 +314,16 @@ class Dispatcher:
             done = T.update().where(T.c.seq.in_(published))
             conn.execute(done.values(status="published", published_at=now, lease_until=None))
             self.stats.published += len(published)
-        unsent = [(row, r) for row, r in zip(rows, results, strict=True) if r is not None and r.transport]
+        unsent = [(row, r) for row, r in zip(rows, results, strict=True) if r is not None and not r.counted]
         if unsent:  # not the rows' fault: released as they were, attempts untouched
-            self.stats.transport_failures += len(unsent)
+            self.stats.transport_failures += sum(1 for _, r in unsent if not r.reachable)
             conn.execute(
                 T.update()
                 .where(T.c.seq.in_([row["seq"] for row, _ in unsent]))
                 .values(lease_until=None, last_error=unsent[0][1].error[:2000])
             )
         for row, r in zip(rows, results, strict=True):
-            if r is None or r.transport:
+            if r is None or not r.counted:
                 continue
             attempts = row["attempts"] + 1
             self.stats.failures += 1

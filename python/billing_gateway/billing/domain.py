@@ -1,5 +1,5 @@
 """The billing domain's rules, defined once: its errors, the subscription lifecycle and the
-bounds on money.
+bounds on money and keys.
 
 Lifecycle: ``trialing`` and ``active`` subscriptions may fall ``past_due``; paying brings
 ``trialing`` and ``past_due`` back to ``active``; anything live may be ``canceled``, and
@@ -21,11 +21,9 @@ __all__ = [
     "MAX_AMOUNT",
     "MAX_KEY",
     "MAX_MICROS",
-    "STATUSES",
     "TRANSITIONS",
     "BillingError",
     "Conflict",
-    "Forbidden",
     "Invalid",
     "NotFound",
     "check_amount",
@@ -41,10 +39,6 @@ class BillingError(Exception):
     """A request the billing service refuses; ``status_code`` is its HTTP status."""
 
     status_code = 400
-
-
-class Forbidden(BillingError):
-    status_code = 403
 
 
 class NotFound(BillingError):
@@ -63,10 +57,6 @@ class Invalid(BillingError):
 
 # ---- the subscription lifecycle -------------------------------------------------------------
 
-STATUSES = ("trialing", "active", "past_due", "canceled")
-LIVE_STATUSES = ("trialing", "active", "past_due")
-"""Statuses that spend, are invoiced at the end of their period, and may still change."""
-
 TRANSITIONS: dict[str, frozenset[str]] = {
     "trialing": frozenset({"active", "past_due", "canceled"}),
     "active": frozenset({"past_due", "canceled"}),
@@ -74,6 +64,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "canceled": frozenset(),
 }
 """Allowed subscription status changes; ``canceled`` has none."""
+LIVE_STATUSES = tuple(status for status, onward in TRANSITIONS.items() if onward)
+"""Statuses that may still change: they spend, and are invoiced at the end of their period."""
 
 
 def may_become(current: str, status: str) -> bool:

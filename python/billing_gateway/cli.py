@@ -24,6 +24,7 @@ from pathlib import Path
 from . import broker
 from .billing import commands as billing_commands
 from .broker import resolve_nats
+from .cliargs import OneLineParser, bounded_int, host_port, positive_seconds
 from .connection import NatsUnreachable, connect
 from .daemon import DaemonOptions, run
 from .deadletters import UnknownDeadLetter, list_dead_letters, redrive
@@ -39,15 +40,8 @@ class CommandError(Exception):
     """A usage problem: printed as one line, exit code 2."""
 
 
-def _host_port(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    return host or "127.0.0.1", int(port)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="billing-gateway", description=__doc__.split("\n")[0])
+    parser = OneLineParser(prog="billing-gateway", description=__doc__.split("\n")[0])
     parser.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"))
     parser.add_argument(
         "--data-dir",
@@ -66,18 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     consume.add_argument(
         "--snapshot-every",
-        type=float,
-        default=float(env("SNAPSHOT_EVERY", "1") or 1),
+        type=positive_seconds,
+        default=env("SNAPSHOT_EVERY", "1"),
         metavar="SECONDS",
         help="how often a changed table is written (the spend a kill -9 can lose); default 1",
     )
-    consume.add_argument(
-        "--http", type=_host_port, default=env("HTTP", "127.0.0.1:8089"), metavar="HOST:PORT"
-    )
+    consume.add_argument("--http", type=host_port, default=env("HTTP", "127.0.0.1:8089"), metavar="HOST:PORT")
     consume.add_argument("--unknown-tenant", choices=["deny", "allow"], default=env("UNKNOWN_TENANT", "deny"))
-    consume.add_argument(
-        "--grace-period-s", type=float, default=float(env("GRACE_PERIOD_S", "86400") or 86400)
-    )
+    consume.add_argument("--grace-period-s", type=positive_seconds, default=env("GRACE_PERIOD_S", "86400"))
 
     consume.add_argument(
         "--no-usage-report",
@@ -86,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         help="do not report committed spend to billing as usage.reported events",
     )
     consume.add_argument(
-        "--usage-every", type=float, default=float(env("USAGE_EVERY", "5") or 5), metavar="SECONDS"
+        "--usage-every", type=positive_seconds, default=env("USAGE_EVERY", "5"), metavar="SECONDS"
     )
     consume.add_argument(
         "--billing-url",
@@ -96,8 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     consume.add_argument("--billing-key", default=env("BILLING_KEY"), help="API key for --billing-url")
     consume.add_argument(
         "--idle-timeout",
-        type=float,
-        default=float(env("IDLE_TIMEOUT", "15") or 15),
+        type=positive_seconds,
+        default=env("IDLE_TIMEOUT", "15"),
         metavar="SECONDS",
         help="close HTTP connections idle (or trickling a request) this long",
     )
@@ -113,9 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     dlq = commands.add_parser("dlq", help="the gateways' dead-letter stream")
     dlq_actions = dlq.add_subparsers(dest="dlq_action", required=True)
     dlq_list = dlq_actions.add_parser("list", help="list dead letters (sequence, kind, subject, reason)")
-    dlq_list.add_argument("--limit", type=int, default=100)
+    dlq_list.add_argument("--limit", type=bounded_int(1, 1_000_000), default=100)
     dlq_redrive = dlq_actions.add_parser("redrive", help="publish dead letters again and remove them")
-    dlq_redrive.add_argument("seq", type=int, nargs="*", help="dead-letter sequence numbers")
+    dlq_redrive.add_argument(
+        "seq", type=bounded_int(1, 2**63 - 1), nargs="*", help="dead-letter sequence numbers"
+    )
     dlq_redrive.add_argument("--all", action="store_true", help="every dead letter")
 
     shared = commands.add_parser("broker", help="the shared embedded nats-server of --data-dir")
@@ -178,7 +170,7 @@ def _broker(args: argparse.Namespace) -> int:
 
 
 def _consume(args: argparse.Namespace) -> int:
-    host, port = args.http if isinstance(args.http, tuple) else _host_port(args.http)
+    host, port = args.http
     options = DaemonOptions(
         nats_url=args.nats_url,
         snapshot=Path(args.snapshot) if args.snapshot else args.data_dir / "gateway.snap",

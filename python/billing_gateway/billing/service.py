@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def _run(options: ServiceOptions, loops: Callable[..., list[Awaitable[None]]]) -> int:
+async def _run(options: ServiceOptions, loops: Callable[..., Loops]) -> int:
     store = BillingStore.open(options.db)
     url = broker.resolve_nats(options.nats_url, options.data_dir)
     stop = asyncio.Event()
@@ -67,7 +68,7 @@ async def _run(options: ServiceOptions, loops: Callable[..., list[Awaitable[None
         if nc is not None:
             js = nc.jetstream()
             await ensure_stream(js)
-            await asyncio.gather(*loops(store, js, stop))
+            await asyncio.gather(*(_supervised(name, run, stop) for name, run in loops(store, js, stop)))
     finally:
         stop.set()
         await asyncio.gather(*background)
@@ -77,42 +78,74 @@ async def _run(options: ServiceOptions, loops: Callable[..., list[Awaitable[None
     return 0
 
 
+Loops = list[tuple[str, Callable[[], Awaitable[None]]]]
+
+
+async def _supervised(name: str, run: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+    """Runs one of the service's loops until ``stop``; a loop that fails is logged in one
+    line and started again after a capped backoff, so one part never takes down the rest."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await run()
+            return
+        except Exception as exc:
+            log.error("%s stopped (%s: %s); restarting it in %.1fs", name, type(exc).__name__, exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 30.0)
+
+
 async def _cycles(store: BillingStore, stop: asyncio.Event, every_s: float, auto_pay: bool) -> None:
+    failing = False
     while not stop.is_set():
         try:
             closed = store.close_due_cycles(auto_pay=auto_pay)
             if closed:
                 log.info("closed %d billing cycles", len(closed))
-        except Exception:
-            log.exception("closing billing cycles failed; retrying")
+            if failing:
+                log.info("closing billing cycles works again")
+            failing = False
+        except Exception as exc:
+            if not failing:
+                log.error(
+                    "closing billing cycles failed (%s: %s); retrying every %.1fs",
+                    type(exc).__name__,
+                    exc,
+                    every_s,
+                )
+            failing = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every_s)
 
 
 def serve(options: ServiceOptions) -> int:
-    def loops(store: BillingStore, js: JetStreamContext, stop: asyncio.Event) -> list[Awaitable[None]]:
+    def loops(store: BillingStore, js: JetStreamContext, stop: asyncio.Event) -> Loops:
         config = uvicorn.Config(create_app(store), host=options.host, port=options.port, lifespan="off")
         server = _Server(config)
+        listener = socket.create_server((options.host, options.port))  # a port in use fails here, once
 
         async def api() -> None:
-            serving = asyncio.ensure_future(server.serve())
+            serving = asyncio.ensure_future(server.serve(sockets=[listener]))
             await stop.wait()
             server.should_exit = True
             await serving
 
         log.info("billing API on http://%s:%d", options.host, options.port)
+        dispatcher, ingestor = Dispatcher(store, js), UsageIngestor(store, js)
         return [
-            api(),
-            Dispatcher(store, js).run(stop),
-            _cycles(store, stop, options.cycle_every_s, options.auto_pay),
-            UsageIngestor(store, js).run(stop),
+            ("the API", api),
+            ("the dispatcher", lambda: dispatcher.run(stop)),
+            ("the cycle scheduler", lambda: _cycles(store, stop, options.cycle_every_s, options.auto_pay)),
+            ("the usage ingestion", lambda: ingestor.run(stop)),
         ]
 
     return asyncio.run(_run(options, loops))
 
 
 def dispatch(options: ServiceOptions) -> int:
-    def loops(store: BillingStore, js: JetStreamContext, stop: asyncio.Event) -> list[Awaitable[None]]:
-        return [Dispatcher(store, js).run(stop)]
+    def loops(store: BillingStore, js: JetStreamContext, stop: asyncio.Event) -> Loops:
+        dispatcher = Dispatcher(store, js)
+        return [("the dispatcher", lambda: dispatcher.run(stop))]
 
     return asyncio.run(_run(options, loops))

@@ -68,6 +68,9 @@ fn apply(c: &mut Criterion) {
     g.bench_function("baseline_serde_json_value", |b| {
         b.iter(|| black_box(serde_json::from_str::<serde_json::Value>(black_box(&raw)).unwrap()))
     });
+    g.bench_function("parse_and_validate", |b| {
+        b.iter(|| black_box(_core::event::parse(black_box(raw.as_bytes())).is_ok()))
+    });
     g.bench_function("apply_new_tenant", |b| {
         b.iter_batched(
             || Table::new(Config::default()),

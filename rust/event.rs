@@ -430,13 +430,39 @@ impl<'de> Visitor<'de> for Walk {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let inner = self.deeper()?;
-        let mut keys: HashSet<Cow<'de, str>, foldhash::fast::RandomState> = HashSet::default();
+        let mut keys = Keys::default();
         while let Some(key) = map.next_key_seed(Key)? {
-            if keys.contains(&key) {
+            if let Err(key) = keys.insert(key) {
                 return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
             }
-            keys.insert(key);
             map.next_value_seed(inner)?;
+        }
+        Ok(())
+    }
+}
+
+/// The keys of one object seen so far: the usual few inline (no allocation), any
+/// more in a hash set.
+#[derive(Default)]
+struct Keys<'de> {
+    inline: [Cow<'de, str>; 16],
+    len: usize,
+    more: Option<HashSet<Cow<'de, str>, foldhash::fast::RandomState>>,
+}
+
+impl<'de> Keys<'de> {
+    /// Adds `key`, or gives it back when it is already there.
+    fn insert(&mut self, key: Cow<'de, str>) -> Result<(), Cow<'de, str>> {
+        let known = self.inline[..self.len].contains(&key)
+            || self.more.as_ref().is_some_and(|more| more.contains(&key));
+        if known {
+            return Err(key);
+        }
+        if let Some(slot) = self.inline.get_mut(self.len) {
+            *slot = key;
+            self.len += 1;
+        } else {
+            self.more.get_or_insert_with(HashSet::default).insert(key);
         }
         Ok(())
     }

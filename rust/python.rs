@@ -3,7 +3,7 @@
 
 use crate::event::{self, Status};
 use crate::pyargs::{self, copy_bytes, event_bytes, micros, tenant, type_name};
-use crate::table::{BudgetView, Config, Decision, Outcome, Reason, Table};
+use crate::table::{BudgetView, Config, Decision, Outcome, Reason, Table, MAX_DURATION_US};
 use crate::{snapshot, Error};
 use chrono::{DateTime, Utc};
 use pyo3::exceptions::PyTypeError;
@@ -89,13 +89,15 @@ const REASONS: [Reason; 5] = [
     Reason::PeriodEnded,
 ];
 
+/// A stored timestamp as a `datetime`. It never fails for a table's own values: events
+/// and snapshots are validated to years 1..=9999, which `datetime` holds.
 fn datetime(micros: i64) -> PyResult<DateTime<Utc>> {
     DateTime::<Utc>::from_timestamp_micros(micros)
         .ok_or_else(|| InvalidArgument::new_err(format!("timestamp out of range: {micros}")))
 }
 
-/// The longest TTL and grace period accepted, in seconds (about 31.7 years).
-const MAX_SECONDS: f64 = 1e9;
+/// The longest TTL and grace period accepted, in seconds.
+const MAX_SECONDS: f64 = (MAX_DURATION_US / 1_000_000) as f64;
 const DEFAULT_TTL_US: i64 = 60_000_000;
 
 /// The outcome of a spend check; `bool(decision)` is `decision.allowed`.

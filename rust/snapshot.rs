@@ -16,6 +16,7 @@ use crate::dedupe::Dedupe;
 use crate::event::{self, Status};
 use crate::table::{
     Config, Entry, Id, Meta, Names, Parked, Reservation, SubState, Table, UsageItem, Writer,
+    MAX_DURATION_US,
 };
 use crate::Error;
 use std::sync::atomic::Ordering;
@@ -168,8 +169,6 @@ fn bad(msg: impl std::fmt::Display) -> Error {
 
 /// The largest amount (and counter) a table holds: 64-bit signed micro-units.
 const MAX_AMOUNT: u64 = i64::MAX as u64;
-/// The longest grace period a `Gateway` accepts, in microseconds.
-pub const MAX_GRACE_US: i64 = 1_000_000_000 * 1_000_000;
 
 impl<'a> In<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
@@ -279,7 +278,7 @@ pub fn decode(data: &[u8]) -> Result<Table, Error> {
         },
         dedupe_window: r.limit()?,
     };
-    if !(0..=MAX_GRACE_US).contains(&config.grace_us) {
+    if !(0..=MAX_DURATION_US).contains(&config.grace_us) {
         return Err(bad("grace period out of range"));
     }
     let cursor = r.u64()?;

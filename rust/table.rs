@@ -30,6 +30,9 @@ pub type Id = CompactString;
 type Hasher = foldhash::fast::RandomState;
 pub(crate) type Map<K, V> = papaya::HashMap<K, V, Hasher>;
 
+/// The longest grace period (and reservation TTL) a table accepts: 10^9 s, about 31.7 years.
+pub const MAX_DURATION_US: i64 = 1_000_000_000 * 1_000_000;
+
 /// How a table behaves; fixed at creation and carried in snapshots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {

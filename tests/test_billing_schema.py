@@ -125,7 +125,7 @@ def test_a_version_1_database_upgrades_in_place(v1_url: str) -> None:
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 def test_processes_starting_together_on_a_new_database_migrate_it_once(tmp_path: Path, db: str) -> None:
-    for attempt in range(5):
+    for attempt in range(10):
         with contextlib.ExitStack() as stack:
             url = str(tmp_path / f"{attempt}.db") if db == "sqlite" else stack.enter_context(pg_schema())
             stores = race(*[partial(BillingStore.open, url)] * 3)

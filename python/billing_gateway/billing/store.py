@@ -18,6 +18,8 @@ import contextlib
 import hashlib
 import logging
 import secrets
+import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -92,6 +94,21 @@ def insert_new(conn: Connection, table: sa.Table, **values: Any) -> bool:
     return conn.execute(statement.returning(*table.primary_key.columns)).first() is not None
 
 
+def _switch_to_wal(cursor: Any, timeout_s: float = 10.0) -> None:
+    """WAL mode (persistent in the file). The switch needs the database to itself and SQLite
+    answers "locked" at once, without waiting, while another process switches a new file
+    too: retry until then."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _sqlite_transactions(engine: Engine) -> None:
     """pysqlite's own BEGIN handling off; ours on: ``BEGIN IMMEDIATE`` for writes (the
     write lock up front, so concurrent writers queue instead of failing to upgrade), a
@@ -101,9 +118,9 @@ def _sqlite_transactions(engine: Engine) -> None:
     def _connect(dbapi_conn: Any, _: Any) -> None:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=10000")
+        _switch_to_wal(cursor)
+        cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")

@@ -68,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
     consume.add_argument("--http", type=host_port, default=env("HTTP", "127.0.0.1:8089"), metavar="HOST:PORT")
     consume.add_argument("--unknown-tenant", choices=["deny", "allow"], default=env("UNKNOWN_TENANT", "deny"))
     consume.add_argument("--grace-period-s", type=positive_seconds, default=env("GRACE_PERIOD_S", "86400"))
+    consume.add_argument(
+        "--max-parked-bytes",
+        type=bounded_int(1, 2**62),
+        default=env("MAX_PARKED_BYTES", str(64 * 1024 * 1024)),
+        metavar="BYTES",
+        help="bound on events waiting for their subscription (default 64 MiB)",
+    )
 
     consume.add_argument(
         "--no-usage-report",
@@ -179,6 +186,7 @@ def _consume(args: argparse.Namespace) -> int:
         port=port,
         data_dir=args.data_dir,
         grace_period_s=args.grace_period_s,
+        max_parked_bytes=args.max_parked_bytes,
         unknown_tenant=args.unknown_tenant,
         report_usage=not args.no_usage_report,
         usage_every_s=args.usage_every,

@@ -198,6 +198,7 @@ class DaemonOptions:
     port: int = 8089
     data_dir: Path = Path(".billing-gateway")
     grace_period_s: float = 86_400.0
+    max_parked_bytes: int = 64 * 1024 * 1024
     unknown_tenant: str = "deny"
     report_usage: bool = True
     usage_every_s: float = 5.0
@@ -223,6 +224,7 @@ async def run(options: DaemonOptions) -> int:
     url = resolve_nats(options.nats_url, options.data_dir)
     gateway_options = {
         "grace_period_s": options.grace_period_s,
+        "max_parked_bytes": options.max_parked_bytes,
         "unknown_tenant": options.unknown_tenant,
     }
     saved = store.load_state(**gateway_options) if store else SavedState(Gateway(**gateway_options))  # type: ignore[arg-type]

@@ -19,17 +19,19 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from . import broker
 from .billing import commands as billing_commands
 from .broker import resolve_nats
-from .cliargs import OneLineParser, bounded_int, host_port, positive_seconds
+from .cliargs import OneLineParser, anywhere, bounded_int, host_port, option, positive_seconds
 from .connection import NatsUnreachable, connect
 from .daemon import DaemonOptions, run
 from .deadletters import UnknownDeadLetter, list_dead_letters, redrive
 from .publishing import publish_text
-from .settings import env, env_path
+from .settings import default_data_dir
 from .snapshots import SnapshotInUse
 from .stream import ensure_stream
 
@@ -40,91 +42,173 @@ class CommandError(Exception):
     """A usage problem: printed as one line, exit code 2."""
 
 
+def _global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """The options every command takes, before its name (defaults) or after it (which
+    then override, so ``consume --nats-url URL`` works as well)."""
+
+    def add(*flags: str, env_name: str, default: object, help: str, **kwargs: Any) -> None:
+        if after_command:
+            parser.add_argument(*flags, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+        else:
+            option(parser, *flags, env_name=env_name, default=default, help=help, **kwargs)
+
+    add("--log-level", env_name="LOG_LEVEL", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    add(
+        "--data-dir",
+        env_name="DATA_DIR",
+        default=default_data_dir(),
+        type=Path,
+        help="the shared embedded broker's data, the default snapshot and billing database",
+    )
+    add(
+        "--nats-url",
+        env_name="NATS_URL",
+        default=None,
+        help="NATS server with JetStream (default: the shared embedded broker of --data-dir)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="billing-gateway", description=__doc__.split("\n")[0])
-    parser.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"))
-    parser.add_argument(
-        "--data-dir",
+    parser.add_argument("--version", action="version", version=f"billing-gateway {_version()}")
+    _global_options(parser, after_command=False)
+    late = argparse.ArgumentParser(add_help=False)
+    _global_options(late, after_command=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    consume = commands.add_parser(
+        "consume", help="follow the event stream and serve the table over HTTP", **anywhere(late)
+    )
+    option(
+        consume,
+        "--snapshot",
+        env_name="SNAPSHOT",
         type=Path,
-        default=env_path("DATA_DIR", Path(".billing-gateway")),
-        help="where the embedded nats-server keeps its data (default: ./.billing-gateway)",
+        help="snapshot file (default DATA_DIR/gateway.snap)",
     )
-    parser.add_argument(
-        "--nats-url", default=env("NATS_URL"), help="NATS server (default: an embedded nats-server)"
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    consume = commands.add_parser("consume", help="follow the event stream and serve the table over HTTP")
-    consume.add_argument(
-        "--snapshot", type=Path, default=env("SNAPSHOT"), help="snapshot file (default DATA_DIR/gateway.snap)"
-    )
-    consume.add_argument(
+    option(
+        consume,
         "--snapshot-every",
+        env_name="SNAPSHOT_EVERY",
+        default=1,
         type=positive_seconds,
-        default=env("SNAPSHOT_EVERY", "1"),
         metavar="SECONDS",
-        help="how often a changed table is written (the spend a kill -9 can lose); default 1",
+        help="how often a changed table is written: the spend a kill -9 can lose",
     )
-    consume.add_argument("--http", type=host_port, default=env("HTTP", "127.0.0.1:8089"), metavar="HOST:PORT")
-    consume.add_argument("--unknown-tenant", choices=["deny", "allow"], default=env("UNKNOWN_TENANT", "deny"))
-    consume.add_argument("--grace-period-s", type=positive_seconds, default=env("GRACE_PERIOD_S", "86400"))
-    consume.add_argument(
+    option(
+        consume,
+        "--http",
+        env_name="HTTP",
+        default="127.0.0.1:8089",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="where to serve the HTTP API",
+    )
+    option(
+        consume,
+        "--unknown-tenant",
+        env_name="UNKNOWN_TENANT",
+        default="deny",
+        choices=["deny", "allow"],
+        help="the answer for a tenant the table does not know",
+    )
+    option(
+        consume,
+        "--grace-period-s",
+        env_name="GRACE_PERIOD_S",
+        default=86400,
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="how long an ended period still spends",
+    )
+    option(
+        consume,
         "--max-parked-bytes",
+        env_name="MAX_PARKED_BYTES",
+        default=64 * 1024 * 1024,
         type=bounded_int(1, 2**62),
-        default=env("MAX_PARKED_BYTES", str(64 * 1024 * 1024)),
         metavar="BYTES",
-        help="bound on events waiting for their subscription (default 64 MiB)",
+        help="bound on events waiting for their subscription",
     )
-
-    consume.add_argument(
+    option(
+        consume,
         "--no-usage-report",
+        env_name="NO_USAGE_REPORT",
         action="store_true",
-        default=env("USAGE_REPORT", "on") == "off",
         help="do not report committed spend to billing as usage.reported events",
     )
-    consume.add_argument(
-        "--usage-every", type=positive_seconds, default=env("USAGE_EVERY", "5"), metavar="SECONDS"
+    option(
+        consume,
+        "--usage-every",
+        env_name="USAGE_EVERY",
+        default=5,
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="how often committed spend is reported",
     )
-    consume.add_argument(
+    option(
+        consume,
         "--billing-url",
-        default=env("BILLING_URL"),
+        env_name="BILLING_URL",
         help="billing API base URL, to rebuild the table after a gap or a reset stream",
     )
-    consume.add_argument("--billing-key", default=env("BILLING_KEY"), help="API key for --billing-url")
-    consume.add_argument(
+    option(
+        consume,
+        "--billing-key",
+        env_name="BILLING_KEY",
+        help="API key (scope billing:events:read) for --billing-url",
+    )
+    option(
+        consume,
         "--idle-timeout",
+        env_name="IDLE_TIMEOUT",
+        default=15,
         type=positive_seconds,
-        default=env("IDLE_TIMEOUT", "15"),
         metavar="SECONDS",
         help="close HTTP connections idle (or trickling a request) this long",
     )
 
-    publish = commands.add_parser("publish", help="publish events to the stream")
+    publish = commands.add_parser("publish", help="publish events to the stream", **anywhere(late))
     publish.add_argument(
         "file",
         nargs="?",
         default="-",
-        help="JSON Lines, a JSON array of events or one JSON event; - for standard input",
+        help="JSON Lines, a JSON array of events or one JSON event; - for standard input (the default)",
     )
 
     dlq = commands.add_parser("dlq", help="the gateways' dead-letter stream")
-    dlq_actions = dlq.add_subparsers(dest="dlq_action", required=True)
-    dlq_list = dlq_actions.add_parser("list", help="list dead letters (sequence, kind, subject, reason)")
-    dlq_list.add_argument("--limit", type=bounded_int(1, 1_000_000), default=100)
-    dlq_redrive = dlq_actions.add_parser("redrive", help="publish dead letters again and remove them")
+    dlq_actions = dlq.add_subparsers(dest="dlq_action", required=True, parser_class=OneLineParser)
+    dlq_list = dlq_actions.add_parser(
+        "list", help="list dead letters (sequence, kind, subject, reason)", **anywhere(late)
+    )
+    dlq_list.add_argument(
+        "--limit", type=bounded_int(1, 1_000_000), default=100, help="at most this many (default 100)"
+    )
+    dlq_redrive = dlq_actions.add_parser(
+        "redrive", help="publish dead letters again and remove them", **anywhere(late)
+    )
     dlq_redrive.add_argument(
         "seq", type=bounded_int(1, 2**63 - 1), nargs="*", help="dead-letter sequence numbers"
     )
     dlq_redrive.add_argument("--all", action="store_true", help="every dead letter")
 
     shared = commands.add_parser("broker", help="the shared embedded nats-server of --data-dir")
-    shared_actions = shared.add_subparsers(dest="broker_action", required=True)
-    shared_actions.add_parser("status", help="print its URL and pid (exit 1 when not running)")
-    shared_actions.add_parser("start", help="start it if it is not running")
-    shared_actions.add_parser("stop", help="stop it")
+    shared_actions = shared.add_subparsers(dest="broker_action", required=True, parser_class=OneLineParser)
+    shared_actions.add_parser(
+        "status", help="print its URL and pid (exit 1 when not running)", **anywhere(late)
+    )
+    shared_actions.add_parser("start", help="start it if it is not running", **anywhere(late))
+    shared_actions.add_parser("stop", help="stop it", **anywhere(late))
 
-    billing_commands.add_parser(commands)
+    billing_commands.add_parser(commands, late)
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("billing-gateway")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 async def _publish(url: str, text: str) -> int:
@@ -212,8 +296,23 @@ def _dispatch(args: argparse.Namespace) -> int:
                 text = Path(args.file).read_text(encoding="utf-8", errors="surrogateescape")
             except OSError as exc:
                 raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from None
-        return asyncio.run(_publish(resolve_nats(args.nats_url, args.data_dir), text))
-    return asyncio.run(_dlq(resolve_nats(args.nats_url, args.data_dir), args))
+        return asyncio.run(_publish(_followed_broker(args), text))
+    return asyncio.run(_dlq(_followed_broker(args), args))
+
+
+def _followed_broker(args: argparse.Namespace) -> str:
+    """``--nats-url``, or the shared broker that the daemons and billing of ``--data-dir``
+    use. It is never started here: publishing into a broker nobody follows would only
+    look like success."""
+    if args.nats_url:
+        return resolve_nats(args.nats_url, args.data_dir)
+    info = broker.status(args.data_dir.resolve())
+    if info is None or not info.running:
+        raise CommandError(
+            f"no broker is running for {args.data_dir.resolve()}: start `billing-gateway consume` or "
+            "`billing-gateway billing serve` first (they share it), or pass --nats-url"
+        )
+    return resolve_nats(info.url, args.data_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
-__all__ = ["OneLineParser", "bounded_int", "host_port", "positive_seconds"]
+from .settings import PREFIX, env
+
+__all__ = ["OneLineParser", "anywhere", "bounded_int", "host_port", "option", "positive_seconds"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -48,3 +50,31 @@ def bounded_int(low: int, high: int) -> Callable[[str], int]:
 
     parse.__name__ = "integer"
     return parse
+
+
+def option(
+    parser: argparse.ArgumentParser,
+    *flags: str,
+    env_name: str | None = None,
+    default: object = None,
+    help: str,
+    **kwargs: Any,
+) -> None:
+    """Adds an option whose help names its default and the ``BILLING_GATEWAY_*`` variable
+    it reads; the variable, when set, is the default (explicit arguments still win)."""
+    shown = "" if default is None or kwargs.get("action") == "store_true" else f"default {default}"
+    variable = f"{PREFIX}{env_name}" if env_name else ""
+    details = "; ".join(part for part in (shown, variable) if part)
+    value = env(env_name, None if default is None else str(default)) if env_name else default
+    if kwargs.get("action") == "store_true" and env_name:
+        value = env(env_name, "") not in ("", "0", "false", "no", "off")
+    parser.add_argument(*flags, default=value, help=f"{help} ({details})" if details else help, **kwargs)
+
+
+def anywhere(*parents: argparse.ArgumentParser) -> dict[str, Any]:
+    """``add_parser`` keywords that make the top-level options also work after a
+    subcommand (``billing-gateway consume --nats-url URL``)."""
+    return {
+        "parents": list(parents),
+        "epilog": "--nats-url, --data-dir and --log-level work here too (see billing-gateway --help).",
+    }

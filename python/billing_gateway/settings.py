@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["env", "env_path"]
+__all__ = ["default_data_dir", "env", "env_path"]
 
 PREFIX = "BILLING_GATEWAY_"
 
@@ -18,3 +18,10 @@ def env(name: str, default: str | None = None) -> str | None:
 def env_path(name: str, default: Path) -> Path:
     value = env(name)
     return Path(value) if value else default
+
+
+def default_data_dir() -> Path:
+    """``BILLING_GATEWAY_DATA_DIR``, else ``$XDG_DATA_HOME/billing-gateway`` (by default
+    ``~/.local/share/billing-gateway``): one place, whichever folder a command runs from."""
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return env_path("DATA_DIR", Path(xdg) / "billing-gateway")

@@ -20,8 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from billing_gateway.cliargs import OneLineParser, bounded_int, host_port, positive_seconds
-from billing_gateway.settings import env
+from billing_gateway.cliargs import OneLineParser, anywhere, bounded_int, host_port, option, positive_seconds
 
 if TYPE_CHECKING:
     from .outbox_admin import OutboxRow
@@ -53,28 +52,30 @@ class _Failed(Exception):
     """A problem the user can fix: one line on standard error, exit code 2."""
 
 
-def add_parser(commands: Any) -> None:
-    """Adds ``billing`` and its actions to the top-level subparsers ``commands``."""
+def add_parser(commands: Any, late: argparse.ArgumentParser) -> None:
+    """Adds ``billing`` and its actions to the top-level subparsers ``commands``; ``late``
+    carries the top-level options, which the actions also take after their name."""
     billing = commands.add_parser("billing", help="the reference Billing service")
-    billing.add_argument(
-        "--db",
-        default=env("BILLING_DB", "billing.db"),
-        help="SQLite path or PostgreSQL URL (default ./billing.db)",
-    )
+    db_help = "SQLite path or PostgreSQL URL (default DATA_DIR/billing.db)"
+    option(billing, "--db", env_name="BILLING_DB", help=db_help)
+    late_db = argparse.ArgumentParser(add_help=False, parents=[late])
+    late_db.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     actions = billing.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
-    serve = actions.add_parser("serve", help="API, outbox dispatcher, cycle scheduler and usage ingestion")
-    serve.add_argument(
-        "--http", type=host_port, default=env("BILLING_HTTP", "127.0.0.1:8088"), metavar="HOST:PORT"
+    serve = actions.add_parser(
+        "serve", help="API, outbox dispatcher, cycle scheduler and usage ingestion", **anywhere(late_db)
     )
+    option(serve, "--http", env_name="BILLING_HTTP", default="127.0.0.1:8088", type=host_port,
+           metavar="HOST:PORT", help="where to serve the billing API")  # fmt: skip
     serve.add_argument(
         "--no-auto-pay", action="store_true", help="leave invoices open for POST /invoices/{id}/pay"
     )
-    serve.add_argument("--cycle-every", type=positive_seconds, default=60.0, metavar="SECONDS")
-    actions.add_parser("dispatch", help="the outbox dispatcher alone")
+    option(serve, "--cycle-every", env_name="CYCLE_EVERY", default=60, type=positive_seconds,
+           metavar="SECONDS", help="how often ended billing periods are invoiced")  # fmt: skip
+    actions.add_parser("dispatch", help="the outbox dispatcher alone", **anywhere(late_db))
 
     keys = actions.add_parser("keys", help="API keys")
-    keys_actions = keys.add_subparsers(dest="keys_action", required=True)
-    create = keys_actions.add_parser("create", help="create a key and print it (once)")
+    keys_actions = keys.add_subparsers(dest="keys_action", required=True, parser_class=OneLineParser)
+    create = keys_actions.add_parser("create", help="create a key and print it (once)", **anywhere(late_db))
     create.add_argument(
         "--scope",
         action="append",
@@ -86,12 +87,16 @@ def add_parser(commands: Any) -> None:
     create.add_argument("--customer", help="bind the key to this existing customer")
 
     outbox = actions.add_parser("outbox", help="the outbox: list rows, redrive dead ones")
-    outbox_actions = outbox.add_subparsers(dest="outbox_action", required=True)
-    listing = outbox_actions.add_parser("list", help="rows, oldest first: seq, event, attempts, last error")
+    outbox_actions = outbox.add_subparsers(dest="outbox_action", required=True, parser_class=OneLineParser)
+    listing = outbox_actions.add_parser(
+        "list", help="rows, oldest first: seq, event, attempts, last error", **anywhere(late_db)
+    )
     listing.add_argument("--status", choices=["dead", "pending", "published"], help="only rows in this state")
     listing.add_argument("--limit", type=bounded_int(1, 1_000_000), default=50, metavar="N")
     redrive = outbox_actions.add_parser(
-        "redrive", help="dead rows back to pending, attempts reset: --all, or the rows SEQ ..."
+        "redrive",
+        help="dead rows back to pending, attempts reset: --all, or the rows SEQ ...",
+        **anywhere(late_db),
     )
     redrive.add_argument("seq", nargs="*", type=bounded_int(1, MAX_SEQ), metavar="SEQ")
     redrive.add_argument("--all", action="store_true", help="every dead row")
@@ -101,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
     """Runs the ``billing`` action that ``args`` names."""
     import sqlalchemy as sa
 
+    if args.db is None:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+        args.db = str(args.data_dir / "billing.db")
     from .store import BillingError
 
     try:

@@ -133,3 +133,18 @@ def test_dead_letters_are_listed_and_redriven(tmp_path: Path, server: EmbeddedNa
     wait_until(lambda: d.request("GET", "/readyz")[1]["cursor"] == 2)  # applied again: dead again
     wait_until(lambda: "invalid_event" in cli(tmp_path, "--nats-url", server.url, "dlq", "list").stdout)
     assert d.terminate() == 0
+
+
+def test_budgets_are_listed_a_page_at_a_time(tmp_path: Path, server: EmbeddedNats) -> None:
+    publish_all(server.url, [current(f"sub_{i}", f"cus_{i:02d}") for i in range(5)])
+    d = Daemon(tmp_path, server.url).start()
+    wait_until(lambda: d.request("GET", "/readyz")[1].get("cursor") == 5)
+    status, first = d.request("GET", "/v1/budgets?limit=2")
+    assert status == 200 and [b["tenant_id"] for b in first["budgets"]] == ["cus_00", "cus_01"]
+    status, rest = d.request("GET", f"/v1/budgets?after={first['next']}&limit=10")
+    assert [b["tenant_id"] for b in rest["budgets"]] == ["cus_02", "cus_03", "cus_04"] and rest[
+        "next"
+    ] is None
+    assert d.request("GET", "/v1/budgets?limit=0")[0] == 400
+    wait_until(lambda: "current with the stream at cursor 5" in d.log.read_text(), timeout=5)
+    assert d.terminate() == 0

@@ -111,6 +111,7 @@ class EventConsumer:
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         dlq_subject: str = DLQ_SUBJECT,
         heartbeat_s: float = 1.0,
+        summary_every_s: float = 30.0,
         stream_settings: StreamSettings | None = None,
         name: str = "billing-gateway",
         on_applied: Callable[[int, ApplyOutcome | None], None] | None = None,
@@ -137,6 +138,7 @@ class EventConsumer:
         self.max_payload = max_payload
         self.dlq_subject = dlq_subject
         self.heartbeat_s = heartbeat_s
+        self.summary_every_s = summary_every_s
         self.stream_settings = stream_settings
         self.name = name
         self.on_applied = on_applied
@@ -144,6 +146,7 @@ class EventConsumer:
         self.rebuild_from = rebuild_from
         self.unsent_usage = unsent_usage
         self._apply = gateway.apply
+        self._debug = log.isEnabledFor(logging.DEBUG)
 
         self.cursor = gateway.cursor
         """The stream sequence of the last message applied (or dead-lettered)."""
@@ -255,7 +258,10 @@ class EventConsumer:
             self.stream_created = info.created
         await self._rebuild("start")
         await self._refresh()
-        self._tasks = [asyncio.create_task(self._watch(), name="billing-gateway-watchdog")]
+        self._tasks = [
+            asyncio.create_task(self._watch(), name="billing-gateway-watchdog"),
+            asyncio.create_task(self._summaries(), name="billing-gateway-summaries"),
+        ]
         if self.snapshots is not None and self.snapshot_every_s:
             self._tasks.append(asyncio.create_task(self._snapshot_loop(), name="billing-gateway-snapshots"))
 
@@ -384,6 +390,8 @@ class EventConsumer:
             self._tally[_OUTCOME_INDEX[id(outcome)]] += 1
         except Exception as exc:
             await self._dead_letter(msg, sseq, *_dead_letter_kind(exc))
+        if self._debug:
+            log.debug("stream sequence %d on %s: %s", sseq, msg.subject, outcome and outcome.value)
         self.cursor = sseq
         self._last_event_ns = timestamp_ns
         self._lag = pending  # the server's count; _refresh adds what is delivered but not applied
@@ -453,6 +461,39 @@ class EventConsumer:
                 raise
             except Exception as exc:
                 log.debug("watchdog: %s", exc)
+
+    async def _summaries(self) -> None:
+        """An INFO line when the consumer catches up or falls behind, and every
+        ``summary_every_s`` while events arrive: events applied by outcome, cursor, lag."""
+        reported = list(self._tally)
+        was_ready = False
+        last_summary = time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, self.summary_every_s))
+            if self.ready != was_ready:
+                was_ready = self.ready
+                if was_ready:
+                    log.info(
+                        "current with the stream at cursor %d (%d tenants)", self.cursor, len(self.gateway)
+                    )
+                else:
+                    log.warning(
+                        "not current: connected=%s, lag=%s, gap=%s",
+                        self._connected,
+                        self._lag,
+                        self.gap_detected,
+                    )
+            if time.monotonic() - last_summary < self.summary_every_s or self._tally == reported:
+                continue
+            counts = ", ".join(
+                f"{o.value} {n - m}"
+                for o, n, m in zip(_OUTCOMES, self._tally, reported, strict=True)
+                if n != m
+            )
+            log.info(
+                "events: %s; cursor %d, lag %s, %d tenants", counts, self.cursor, self._lag, len(self.gateway)
+            )
+            reported, last_summary = list(self._tally), time.monotonic()
 
     async def _refresh(self) -> None:
         """Re-reads the stream's bounds and this consumer's backlog."""

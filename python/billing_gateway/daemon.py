@@ -6,6 +6,7 @@ The table follows the stream; other processes (nginx ``auth_request``, Envoy
 - ``GET /healthz``: the process is up.
 - ``GET /readyz``: 200 once caught up with the stream (and no gap), else 503.
 - ``GET /metrics``: Prometheus text.
+- ``GET /v1/budgets?after=&limit=``: every Budget, by tenant id, a page at a time.
 - ``GET /v1/budgets/{tenant_id}``: the Budget as JSON (404 for an unknown tenant).
 - ``POST /v1/check`` and ``POST /v1/spend`` with ``{"tenant_id": ..., "amount": <micros>}``:
   the Decision as JSON, with status 200 when allowed and 403 when refused (so
@@ -131,6 +132,18 @@ def create_app(consumer: EventConsumer) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def budgets(request: web.Request) -> web.Response:
+        """Every budget, by tenant id, a page at a time: ``?after=<tenant_id>&limit=<n>``."""
+        after = request.query.get("after", "")
+        limit_text = request.query.get("limit", "100")
+        if not (limit_text.isascii() and limit_text.isdigit() and 1 <= int(limit_text) <= 1000):
+            return _error(400, "limit must be an integer in 1..1000", "limit")
+        limit = int(limit_text)
+        rows = sorted((b for b in gateway.budgets() if b.tenant_id > after), key=lambda b: b.tenant_id)
+        page = rows[:limit]
+        following = page[-1].tenant_id if len(rows) > limit else None
+        return _response({"budgets": [budget_json(b) for b in page], "next": following})
+
     async def budget(request: web.Request) -> web.Response:
         tenant_id = request.match_info["tenant_id"]
         try:
@@ -180,6 +193,7 @@ def create_app(consumer: EventConsumer) -> web.Application:
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
             web.get("/metrics", metrics),
+            web.get("/v1/budgets", budgets),
             web.get("/v1/budgets/{tenant_id}", budget),
             web.post("/v1/check", decide(check=True)),
             web.get("/v1/check", decide(check=True)),

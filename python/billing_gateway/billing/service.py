@@ -121,7 +121,14 @@ async def _cycles(store: BillingStore, stop: asyncio.Event, every_s: float, auto
 
 def serve(options: ServiceOptions) -> int:
     def loops(store: BillingStore, js: JetStreamContext, stop: asyncio.Event) -> Loops:
-        config = uvicorn.Config(create_app(store), host=options.host, port=options.port, lifespan="off")
+        config = uvicorn.Config(
+            create_app(store),
+            host=options.host,
+            port=options.port,
+            lifespan="off",
+            log_config=None,  # the package's one log format, set up by the command
+            access_log=False,
+        )
         server = _Server(config)
         listener = socket.create_server((options.host, options.port))  # a port in use fails here, once
 

@@ -1,6 +1,7 @@
 """The billing service as several real processes on one database: idempotency survives a
-``kill -9`` between the work and its commit, and two API servers on one PostgreSQL
-database racing on the same keys, transitions and invoices stay consistent."""
+``kill -9`` between the work and its commit, and two API servers on one database
+(PostgreSQL, and SQLite too) racing on the same keys, transitions and invoices stay
+consistent."""
 
 from __future__ import annotations
 
@@ -94,13 +95,17 @@ class Twins:
     store: BillingStore
 
 
-@pytest.fixture
-def twins(pg_url: str, billing_servers: Callable[..., BillingServer]) -> Iterator[Twins]:
-    """Two ``billing serve`` processes started together on one fresh PostgreSQL schema."""
-    servers = [billing_servers(pg_url), billing_servers(pg_url)]  # they migrate concurrently
+@pytest.fixture(params=["postgresql", "sqlite"])
+def twins(
+    request: pytest.FixtureRequest, tmp_path: Path, billing_servers: Callable[..., BillingServer]
+) -> Iterator[Twins]:
+    """Two ``billing serve`` processes started together on one new database: a PostgreSQL
+    schema of their own, or one SQLite file."""
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else str(tmp_path / "b.db")
+    servers = [billing_servers(url), billing_servers(url)]  # they migrate concurrently
     for server in servers:
         server.ready()
-    store = BillingStore.open(pg_url)
+    store = BillingStore.open(url)
     _, key = store.create_api_key(["billing:*"])
     store.create_plan(plan_id="plan_pro", name="Pro", currency="USD", included_budget=to_micros(100), price=9)
     a, b = (Api(s.url, key) for s in servers)

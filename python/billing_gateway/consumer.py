@@ -6,10 +6,9 @@ right after its gateway's cursor (never a shared work queue, which would split e
 between replicas). It applies each message in stream order and advances the cursor
 to the message's stream sequence.
 
-The consumer is rebuilt from ``cursor + 1`` whenever deliveries stop (missed idle
-heartbeats: a server restart, a lost consumer) or skip (a consumer sequence out of
-order); anything at or below the cursor is skipped, so a rebuild never applies an
-event twice. A message that cannot be decoded or applied, or that is larger than
+Following the stream (the connection, the ordered consumer, rebuilds, gap and reset
+detection) is :class:`~billing_gateway.follower.StreamFollower`'s; this module applies
+what it hands over. A message that cannot be decoded or applied, or that is larger than
 ``max_payload``, is copied to the dead-letter subject with the reason, and the
 consumer moves on: it never crashes, never stalls the stream.
 
@@ -39,16 +38,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
 
-from .connection import connect
 from .errors import BillingGatewayError, InvalidEvent, ParkingFull
-from .gateway import Gateway, ack_info
+from .follower import StreamFollower
+from .gateway import Gateway
 from .models import ApplyOutcome, UsageRecord
 from .snapshots import SavedState, SnapshotStore
 from .stream import (
@@ -57,7 +52,6 @@ from .stream import (
     EVENTS_SUBJECTS,
     StreamSettings,
     ensure_dlq_stream,
-    ensure_stream,
     header_value,
 )
 
@@ -86,9 +80,6 @@ def _dead_letter_kind(exc: Exception) -> tuple[str, str]:
         return "rejected", f"{type(exc).__name__}: {exc}"
     log.error("unexpected error applying an event", exc_info=exc)  # never stops the stream
     return "internal", f"{type(exc).__name__}: {exc}"
-
-
-_MISSED_HEARTBEATS = 3
 
 
 class EventConsumer:
@@ -139,43 +130,38 @@ class EventConsumer:
         self.dlq_subject = dlq_subject
         self.heartbeat_s = heartbeat_s
         self.summary_every_s = summary_every_s
-        self.stream_settings = stream_settings
         self.name = name
         self.on_applied = on_applied
-        self.stream_created = stream_created
         self.rebuild_from = rebuild_from
         self.unsent_usage = unsent_usage
+        self.follower = StreamFollower(
+            nats_url,
+            self._handle,
+            cursor=gateway.cursor,
+            stream=stream,
+            subjects=subjects,
+            name=name,
+            heartbeat_s=heartbeat_s,
+            stream_settings=stream_settings,
+            stream_created=stream_created,
+            on_gap=self._on_gap,
+            on_reset=self._on_reset,
+        )
         self._apply = gateway.apply
         self._debug = log.isEnabledFor(logging.DEBUG)
 
-        self.cursor = gateway.cursor
-        """The stream sequence of the last message applied (or dead-lettered)."""
         self._tally = [0] * len(_OUTCOMES)
         self.dead_lettered: Counter[str] = Counter()
         """Dead-lettered messages by kind: oversized, invalid_event, parking_full, internal."""
         self.dlq_failures = 0
-        self.gap_detected = False
-        """Set when the stream no longer holds events right after the cursor."""
-        self.consumer_rebuilds = 0
         self.snapshots_written = 0
         self.stream_resets = 0
         """Times the stream was found recreated or wiped behind the cursor."""
         self.table_rebuilds = 0
         """Times the table was brought up to date from ``rebuild_from``."""
 
-        self._lag: int | None = None
-        self._last_event_ns: int | None = None
-        self._caught_up_once = False
-        self._connected = False
-        self._nc: NATS | None = None
-        self._js: JetStreamContext | None = None
-        self._sub: Subscription | None = None
-        self._consumer_name: str | None = None
-        self._delivered = 0
-        self._last_activity = time.monotonic()
-        self._snapshot_cursor = self.cursor
+        self._snapshot_cursor = gateway.cursor
         self._tasks: list[asyncio.Task[None]] = []
-        self._rebuilding = asyncio.Lock()
         self._repairing: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
         self._thread_stop: Callable[[], None] | None = None
@@ -199,97 +185,91 @@ class EventConsumer:
     # ---- freshness -------------------------------------------------------------------
 
     @property
+    def cursor(self) -> int:
+        """The stream sequence of the last message applied (or dead-lettered)."""
+        return self.follower.cursor
+
+    @property
+    def stream_created(self) -> datetime | None:
+        return self.follower.stream_created
+
+    @property
+    def gap_detected(self) -> bool:
+        """Set when the stream no longer holds events right after the cursor (or was reset)."""
+        return self.follower.gap_detected
+
+    @property
+    def consumer_rebuilds(self) -> int:
+        return self.follower.consumer_rebuilds
+
+    @property
     def lag(self) -> int | None:
         """Messages in the stream not yet applied (None until first measured)."""
-        return self._lag
+        return self.follower.lag
 
     @property
     def staleness_s(self) -> float | None:
         """Age of the last applied event (by its stream timestamp), in seconds."""
-        if self._last_event_ns is None:
-            return None
-        return max(0.0, time.time() - self._last_event_ns / 1e9)
+        last = self.follower.last_event_ns
+        return None if last is None else max(0.0, time.time() - last / 1e9)
 
     @property
     def connected(self) -> bool:
-        return self._connected
+        return self.follower.connected
 
     @property
     def jetstream(self) -> JetStreamContext:
         """The JetStream context of the consumer's connection (after ``start``)."""
-        if self._js is None:
+        if self.follower.js is None:
             raise RuntimeError("the consumer is not started")
-        return self._js
+        return self.follower.js
 
     def is_current(self) -> bool:
         """Connected, caught up with the stream, and no gap: the table is as fresh as billing."""
-        return self._connected and not self.gap_detected and self._lag == 0
+        f = self.follower
+        return f.connected and not f.gap_detected and f.lag == 0
 
     @property
     def ready(self) -> bool:
         """Connected, has caught up with the stream since start, and has no gap."""
-        return self._connected and self._caught_up_once and not self.gap_detected
+        f = self.follower
+        return f.connected and f.caught_up_once and not f.gap_detected
 
     async def wait_until_current(self, timeout: float = 10.0) -> None:
         """Waits until everything the stream holds now has been applied."""
         deadline = time.monotonic() + timeout
         while True:
             with contextlib.suppress(Exception):
-                await self._refresh()
+                await self.follower.refresh()
             if self.is_current():
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"not current after {timeout}s (lag={self._lag}, gap={self.gap_detected}, "
-                    f"connected={self._connected})"
+                    f"not current after {timeout}s (lag={self.lag}, gap={self.gap_detected}, "
+                    f"connected={self.connected})"
                 )
             await asyncio.sleep(0.01)
 
     # ---- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._nc = await connect(self.nats_url, name=self.name, on_change=self._on_connection)
-        self._connected = True
-        self._js = self._nc.jetstream(timeout=5.0)
-        info = await ensure_stream(self._js, self.stream, self.subjects, self.stream_settings)
+        await self.follower.start()
         if self.dlq_subject.startswith("billing.dlq."):
-            await ensure_dlq_stream(self._js)
-        if self.stream_created is None and self.cursor == 0:
-            self.stream_created = info.created
-        await self._rebuild("start")
-        await self._refresh()
-        self._tasks = [
-            asyncio.create_task(self._watch(), name="billing-gateway-watchdog"),
-            asyncio.create_task(self._summaries(), name="billing-gateway-summaries"),
-        ]
+            await ensure_dlq_stream(self.jetstream)
+        self._tasks = [asyncio.create_task(self._summaries(), name="billing-gateway-summaries")]
         if self.snapshots is not None and self.snapshot_every_s:
             self._tasks.append(asyncio.create_task(self._snapshot_loop(), name="billing-gateway-snapshots"))
 
     async def stop(self) -> None:
         """Finishes the message in hand, writes a final snapshot, drains the connection."""
-        for task in self._tasks:
+        for task in [*self._tasks, *([self._repairing] if self._repairing else [])]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks = []
-        if self._repairing is not None:
-            self._repairing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._repairing
-            self._repairing = None
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.drain()  # type: ignore[no-untyped-call]
-            self._sub = None
+        self._tasks, self._repairing = [], None
+        await self.follower.stop_delivery()
         self._snapshot(force=True)
-        if self._nc is not None:
-            if self._consumer_name and self._js is not None:
-                with contextlib.suppress(Exception):
-                    await self._js.delete_consumer(self.stream, self._consumer_name)
-            with contextlib.suppress(Exception):
-                await self._nc.drain()
-            self._nc = None
-        self._connected = False
+        await self.follower.close()
 
     def start_in_thread(self, timeout: float = 30.0) -> None:
         """Runs the consumer on its own thread and event loop (for synchronous apps)."""
@@ -332,55 +312,10 @@ class EventConsumer:
         self._thread.join(timeout)
         self._thread = None
 
-    # ---- the consumer ----------------------------------------------------------------
+    # ---- applying --------------------------------------------------------------------
 
-    async def _rebuild(self, why: str) -> None:
-        """(Re)creates this process's consumer, starting right after the cursor."""
-        assert self._nc is not None and self._js is not None
-        async with self._rebuilding:
-            if self._sub is not None:
-                with contextlib.suppress(Exception):
-                    await self._sub.unsubscribe()
-            if self._consumer_name is not None:
-                with contextlib.suppress(Exception):
-                    await self._js.delete_consumer(self.stream, self._consumer_name)
-            inbox = self._nc.new_inbox()
-            self._sub = await self._nc.subscribe(inbox, cb=self._on_message)
-            config = ConsumerConfig(
-                name=f"{self.name}-{self._nc._nuid.next().decode()}",
-                deliver_subject=inbox,
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=self.cursor + 1,
-                ack_policy=AckPolicy.NONE,
-                filter_subject=self.subjects,
-                flow_control=True,
-                idle_heartbeat=self.heartbeat_s,
-                inactive_threshold=max(30.0, 10 * self.heartbeat_s),
-                mem_storage=True,
-                num_replicas=1,
-            )
-            # Named before it exists: messages still arriving from the old one are ignored.
-            self._consumer_name = config.name
-            self._delivered = 0
-            self._last_activity = time.monotonic()
-            await self._js.add_consumer(self.stream, config)
-            if why != "start":
-                self.consumer_rebuilds += 1
-                log.warning("consumer re-created from stream sequence %d (%s)", config.opt_start_seq, why)
-
-    async def _on_message(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg, sseq: int) -> None:
         # This runs once per event: it is written for speed (see benches/test_bench_sync.py).
-        ack = ack_info(msg.reply, self._consumer_name or "")
-        if ack is None:
-            if not msg.reply.startswith("$JS.ACK."):
-                await self._on_status(msg)  # an idle heartbeat or a flow-control request
-            return  # otherwise, a message from a consumer this one replaced
-        sseq, _, timestamp_ns, pending = ack
-        self._delivered += 1
-        if sseq <= self.cursor:
-            return  # already applied before a rebuild
-        if sseq > self.cursor + 1 and not self.gap_detected:
-            await self._check_gap(sseq)
         data = msg.data
         outcome: ApplyOutcome | None = None
         try:
@@ -392,27 +327,11 @@ class EventConsumer:
             await self._dead_letter(msg, sseq, *_dead_letter_kind(exc))
         if self._debug:
             log.debug("stream sequence %d on %s: %s", sseq, msg.subject, outcome and outcome.value)
-        self.cursor = sseq
-        self._last_event_ns = timestamp_ns
-        self._lag = pending  # the server's count; _refresh adds what is delivered but not applied
-        if pending == 0:
-            self._caught_up_once = True
         if self.on_applied is not None:
             try:
                 self.on_applied(sseq, outcome)
             except Exception:
                 log.exception("on_applied raised at stream sequence %d", sseq)
-
-    async def _on_status(self, msg: Msg) -> None:
-        self._last_activity = time.monotonic()
-        headers = msg.headers or {}
-        if headers.get("Status") != "100":
-            return
-        if msg.reply:  # flow control: the server waits for this answer
-            await msg.respond(b"")
-        last = headers.get("Nats-Last-Consumer")
-        if last is not None and int(last) != self._delivered:
-            self._schedule_rebuild(f"the server delivered {last} messages, {self._delivered} arrived")
 
     async def _dead_letter(self, msg: Msg, sseq: int, kind: str, reason: str) -> None:
         self.dead_lettered[kind] += 1
@@ -426,41 +345,61 @@ class EventConsumer:
             "Billing-Gateway-Stream-Sequence": str(sseq),
         }
         try:
-            assert self._js is not None
-            await self._js.publish(self.dlq_subject, msg.data, headers=headers, timeout=5.0)
+            await self.jetstream.publish(self.dlq_subject, msg.data, headers=headers, timeout=5.0)
         except Exception as exc:
             # The original stays in the stream at its sequence; nothing is lost, but say so.
             self.dlq_failures += 1
             log.error("could not dead-letter stream sequence %d: %s", sseq, exc)
 
-    async def _check_gap(self, next_seq: int) -> None:
-        """A jump in stream sequence is a gap only if retention dropped the events."""
-        await self._refresh()
-        if not self.gap_detected:
-            log.info("stream sequences %d..%d were deleted individually", self.cursor + 1, next_seq - 1)
+    # ---- repairs ---------------------------------------------------------------------
 
-    def _schedule_rebuild(self, why: str) -> None:
-        if not self._rebuilding.locked():
-            asyncio.get_running_loop().create_task(self._rebuild(why))
+    def clear_gap(self) -> None:
+        """Declares the gap repaired (after the table was rebuilt from billing)."""
+        self.follower.gap_detected = False
+
+    def _on_gap(self, first: int) -> None:
+        if self.rebuild_from is not None:
+            log.warning("rebuilding the table from billing to repair the gap")
+            self._start_repair(None)
+
+    def _on_reset(self, resume_after: int) -> None:
+        self.stream_resets += 1
+        if self.rebuild_from is None:
+            log.warning("no billing URL to rebuild the table from: replaying the new stream only")
+        self._start_repair(resume_after)
+
+    def _start_repair(self, resume_after: int | None) -> None:
+        if self._repairing is None or self._repairing.done():
+            self._repairing = asyncio.get_running_loop().create_task(self._repair(resume_after))
+
+    async def _repair(self, resume_after: int | None) -> None:
+        """Brings the table up to date from billing (when it can), then follows the stream
+        from ``resume_after`` (after a reset) or from where it was (after a gap)."""
+        delay = 0.5
+        events: list[bytes] = []
+        while self.rebuild_from is not None:
+            try:
+                events = await self.rebuild_from()
+                break
+            except Exception as exc:
+                log.warning("rebuild from billing failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        applied = 0
+        for raw in events:
+            try:
+                applied += self._apply(raw) is ApplyOutcome.APPLIED
+            except Exception as exc:
+                log.error("rebuild: billing sent an event the table refuses: %s", exc)
+        if self.rebuild_from is not None:
+            self.table_rebuilds += 1
+            log.warning("rebuilt the table from billing: %d events, %d changed it", len(events), applied)
+        if resume_after is not None:
+            await self.follower.restart_from(resume_after, "stream reset")
+        self.follower.recovered()
+        await self.follower.refresh()
 
     # ---- housekeeping ----------------------------------------------------------------
-
-    async def _watch(self) -> None:
-        seen = self._delivered
-        while True:
-            await asyncio.sleep(self.heartbeat_s)
-            try:
-                if self._delivered != seen:  # messages count as activity, like heartbeats
-                    seen, self._last_activity = self._delivered, time.monotonic()
-                if time.monotonic() - self._last_activity > _MISSED_HEARTBEATS * self.heartbeat_s:
-                    if self._connected:
-                        await self._rebuild("missed heartbeats")
-                else:
-                    await self._refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("watchdog: %s", exc)
 
     async def _summaries(self) -> None:
         """An INFO line when the consumer catches up or falls behind, and every
@@ -479,8 +418,8 @@ class EventConsumer:
                 else:
                     log.warning(
                         "not current: connected=%s, lag=%s, gap=%s",
-                        self._connected,
-                        self._lag,
+                        self.connected,
+                        self.lag,
                         self.gap_detected,
                     )
             if time.monotonic() - last_summary < self.summary_every_s or self._tally == reported:
@@ -491,102 +430,9 @@ class EventConsumer:
                 if n != m
             )
             log.info(
-                "events: %s; cursor %d, lag %s, %d tenants", counts, self.cursor, self._lag, len(self.gateway)
+                "events: %s; cursor %d, lag %s, %d tenants", counts, self.cursor, self.lag, len(self.gateway)
             )
             reported, last_summary = list(self._tally), time.monotonic()
-
-    async def _refresh(self) -> None:
-        """Re-reads the stream's bounds and this consumer's backlog."""
-        assert self._js is not None
-        info = await self._js.stream_info(self.stream)
-        first, last, messages = info.state.first_seq, info.state.last_seq, info.state.messages
-        recreated = (
-            info.created is not None
-            and self.stream_created is not None
-            and info.created != self.stream_created
-        )
-        if recreated or last < self.cursor:
-            self._on_reset(info.created, first, last, "recreated" if recreated else "wiped")
-            return
-        if self.stream_created is None:
-            self.stream_created = info.created
-        if messages > 0 and first > self.cursor + 1 and not self.gap_detected:
-            self.gap_detected = True
-            log.error(
-                "GAP: the stream %s starts at sequence %d but this gateway is at %d: events "
-                "%d..%d are gone (retention). The table is NOT current; %s.",
-                self.stream, first, self.cursor, self.cursor + 1, first - 1,
-                "rebuilding it from billing" if self.rebuild_from else "rebuild it from billing",
-            )  # fmt: skip
-            if self.rebuild_from is not None:
-                self._start_repair(first - 1, "gap")
-        try:
-            assert self._consumer_name is not None
-            consumer = await self._js.consumer_info(self.stream, self._consumer_name)
-        except (AssertionError, NotFoundError):
-            # Our consumer is gone (the server restarted): measure against the stream, rebuild.
-            self._lag = max(0, info.state.last_seq - self.cursor)
-            self._schedule_rebuild("consumer not found")
-            return
-        # Not yet delivered, plus delivered (or in flight) but not yet applied.
-        delivered = consumer.delivered.stream_seq if consumer.delivered else 0
-        self._lag = (consumer.num_pending or 0) + max(0, (delivered or 0) - self.cursor)
-        if self._lag == 0:
-            self._caught_up_once = True
-
-    def clear_gap(self) -> None:
-        """Declares the gap repaired (after the table was rebuilt from billing)."""
-        self.gap_detected = False
-
-    def _on_reset(self, created: datetime | None, first: int, last: int, how: str) -> None:
-        """The stream behind the cursor is not the one the cursor counted: start over in it."""
-        if self.gap_detected and self._repairing is not None:
-            return  # already repairing
-        self.gap_detected = True
-        self.stream_resets += 1
-        log.error(
-            "STREAM RESET: the stream %s was %s (now sequences %d..%d, created %s) but this "
-            "gateway is at %d. The table is NOT current; %s, then following the new stream "
-            "from its start.",
-            self.stream, how, first, last, created, self.cursor,
-            "rebuilding it from billing" if self.rebuild_from else "no billing URL to rebuild from",
-        )  # fmt: skip
-        self.stream_created = created
-        self._start_repair(max(0, first - 1) if last else 0, "reset")
-
-    def _start_repair(self, resume_after: int, why: str) -> None:
-        if self._repairing is None or self._repairing.done():
-            self._repairing = asyncio.get_running_loop().create_task(self._repair(resume_after, why))
-
-    async def _repair(self, resume_after: int, why: str) -> None:
-        """Brings the table up to date from billing (when it can), then follows the stream
-        from ``resume_after`` (after a reset) or from where it was (after a gap)."""
-        delay = 0.5
-        while self.rebuild_from is not None:
-            try:
-                events = await self.rebuild_from()
-                break
-            except Exception as exc:
-                log.warning("rebuild from billing failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-        else:
-            events = []
-        applied = 0
-        for raw in events:
-            try:
-                applied += self._apply(raw) is ApplyOutcome.APPLIED
-            except Exception as exc:
-                log.error("rebuild: billing sent an event the table refuses: %s", exc)
-        if self.rebuild_from is not None:
-            self.table_rebuilds += 1
-            log.warning("rebuilt the table from billing: %d events, %d changed it", len(events), applied)
-        if why == "reset":
-            self.cursor = resume_after
-            await self._rebuild("stream reset")
-        self.gap_detected = False
-        self._caught_up_once = False  # ready again once caught up with the stream
-        await self._refresh()
 
     async def _snapshot_loop(self) -> None:
         assert self.snapshot_every_s
@@ -614,8 +460,3 @@ class EventConsumer:
         self.snapshots_written += 1
         self._snapshot_cursor = self.cursor
         log.debug("snapshot at cursor %d (%d bytes)", self.cursor, size)
-
-    async def _on_connection(self, connected: bool) -> None:
-        self._connected = connected
-        if not connected:
-            self._lag = None  # unknown until measured again

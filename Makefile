@@ -41,7 +41,10 @@ test-py: dev  ## The pytest suite
 
 test: lint test-rust test-py  ## Everything CI runs
 
-bench: dev  ## Benchmarks (pytest-benchmark, then criterion); prints ratios to baselines
+# The benchmarks' baselines (`_core.NoOp`) are built into the extension only here; `make dev`
+# (which always runs maturin) builds the public extension, without them, again.
+bench: install  ## Benchmarks (pytest-benchmark, then criterion); prints ratios to baselines
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet --features python,bench-baselines
 	$(PY) -m pytest benches --benchmark-enable --benchmark-only -p no:randomly -q
 	cargo bench --bench core
 

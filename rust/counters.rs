@@ -147,6 +147,15 @@ pub fn settle<C: UsageCell>(cell: &C, held: u64, actual: u64) -> Usage {
     update(cell, step).map_or_else(|u| u, |(_, after)| after)
 }
 
+/// Adds `amount` to the held amount while the sum stays within `max` (restoring holds).
+pub fn add_reserved<C: UsageCell>(cell: &C, amount: u64, max: u64) -> Result<Usage, Usage> {
+    update(cell, |u| {
+        let reserved = u.reserved.checked_add(amount).filter(|&held| held <= max)?;
+        Some(Usage { reserved, ..u })
+    })
+    .map(|(_, after)| after)
+}
+
 /// Zeroes `spent` (a new billing period) and returns what it was; holds stay.
 pub fn reset_spent<C: UsageCell>(cell: &C) -> u64 {
     let step = |u: Usage| {

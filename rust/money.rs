@@ -2,6 +2,10 @@
 
 const SCALE_DIGITS: i64 = 6;
 
+/// The largest amount of micro-units (and the largest counter) anything holds: money is
+/// kept in 64-bit signed integers, in Rust, Python and the databases alike.
+pub const MAX_MICROS: u64 = i64::MAX as u64;
+
 /// Parses a non-negative decimal number (`"100"`, `"0.25"`, `"1.5e2"`, JSON number
 /// grammar, no sign) into micro-units. The message of the error says what is wrong.
 pub fn parse_micros(text: &str) -> Result<u64, String> {
@@ -59,7 +63,7 @@ pub fn parse_micros(text: &str) -> Result<u64, String> {
                 .ok_or_else(too_large)?;
         }
     }
-    if value > i64::MAX as u64 {
+    if value > MAX_MICROS {
         return Err(too_large());
     }
     Ok(value)

@@ -79,6 +79,8 @@ class Model:
     seen: set[str] = field(default_factory=set)
     parked: dict[str, list[Ev]] = field(default_factory=dict)
     reservations: dict[int, tuple[str, int, int]] = field(default_factory=dict)
+    fates: dict[int, str] = field(default_factory=dict)
+    """How each resolved reservation ended (``UnknownReservation.reason``)."""
     journal: list[tuple[str, str, int, int]] = field(default_factory=list)
     dirty: bool = False  # changed since the last snapshot
 
@@ -181,6 +183,7 @@ class Model:
         for rid, (tenant, amount, expires_at) in list(self.reservations.items()):
             if expires_at <= self.now:
                 del self.reservations[rid]
+                self.fates[rid] = "expired"
                 self.rows[tenant].reserved -= amount
                 self.dirty = True
 
@@ -204,20 +207,23 @@ class Model:
             self.dirty = True
         return True, Reason.OK, remaining - (amount if debit else 0)
 
-    def resolve(self, rid: int, actual: int | None) -> type[Exception] | None:
+    def resolve(self, rid: int, actual: int | None) -> tuple[type[Exception], str | None] | None:
+        """``None`` for success, else the error and, for UnknownReservation, its reason."""
         found = self.reservations.get(rid)
         if found is None:
-            return UnknownReservation
+            return UnknownReservation, self.fates.get(rid, "unknown")
         tenant, amount, expires_at = found
         row = self.rows[tenant]
         if expires_at <= self.now:
             del self.reservations[rid]
+            self.fates[rid] = "expired"
             row.reserved -= amount
             self.dirty = True
-            return UnknownReservation
+            return UnknownReservation, "expired"
         if actual is not None and actual > amount:
-            return InvalidAmount
+            return InvalidAmount, None
         del self.reservations[rid]
+        self.fates[rid] = "released" if actual is None else "committed"
         row.reserved -= amount
         row.spent += actual or 0
         self.dirty = True
@@ -237,6 +243,7 @@ class Model:
         for rid, (tenant, amount, expires_at) in list(self.reservations.items()):
             if expires_at <= self.now:
                 del self.reservations[rid]
+                self.fates[rid] = "expired"
                 self.rows[tenant].reserved -= amount
         self.dirty = False
 
@@ -409,21 +416,28 @@ class GatewayMachine(RuleBasedStateMachine):
     def commit(self, rid: int, fraction: float) -> None:
         held = self.model.reservations.get(rid)
         actual = int((held[1] if held else 1_000_000) * fraction)
-        expected = self.model.resolve(rid, actual)
-        if expected is None:
-            self.gw.commit(rid, actual)
-        else:
-            with pytest.raises(expected):
-                self.gw.commit(rid, actual)
+        self.resolves_as_modelled(rid, actual)
 
     @rule(rid=holds)
     def release(self, rid: int) -> None:
-        expected = self.model.resolve(rid, None)
-        if expected is None:
-            self.gw.release(rid)
-        else:
-            with pytest.raises(expected):
+        self.resolves_as_modelled(rid, None)
+
+    def resolves_as_modelled(self, rid: int, actual: int | None) -> None:
+        def resolve() -> None:
+            if actual is None:
                 self.gw.release(rid)
+            else:
+                self.gw.commit(rid, actual)
+
+        expected = self.model.resolve(rid, actual)
+        if expected is None:
+            resolve()
+            return
+        error, reason = expected
+        with pytest.raises(error) as raised:
+            resolve()
+        if isinstance(raised.value, UnknownReservation):
+            assert raised.value.reason == reason
 
     @rule(seconds=st.sampled_from([0, 1, 20, 1800, 86_400, 20 * 86_400]))
     def advance(self, seconds: int) -> None:
@@ -441,6 +455,7 @@ class GatewayMachine(RuleBasedStateMachine):
     def snapshot_restore(self, cursor: int) -> None:
         self.gw = Gateway.restore(self.gw.snapshot(cursor))
         self.model.snapshot()
+        self.model.fates.clear()  # a restored gateway remembers no resolution
         assert self.gw.cursor == cursor
         assert not self.gw.dirty
         self.gw._set_clock(self.model.now)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -409,3 +411,92 @@ def test_out_of_range_arguments_are_the_package_errors(gw: Gateway) -> None:
     with pytest.raises(InvalidArgument):
         gw._set_clock(2**64)
     assert gw.budget("cus_1").reserved == 0  # type: ignore[union-attr]
+
+
+def test_unknown_reservation_says_which_case_it_is(gw: Gateway) -> None:
+    def reason(call: Callable[..., None], *args: int) -> str:
+        with pytest.raises(UnknownReservation) as raised:
+            call(*args)
+        assert isinstance(raised.value, KeyError)
+        return raised.value.reason
+
+    holds = [gw.reserve("cus_1", 10, ttl_s=ttl).reservation_id for ttl in (60, 60, 1, 1)]
+    committed, released, expired, swept = (rid for rid in holds if rid is not None)
+    gw.commit(committed, 4)
+    gw.release(released)
+    pin(gw, NOW + timedelta(seconds=1))
+    assert reason(gw.commit, expired, 1) == "expired"
+    assert gw.try_spend("cus_1", 0), "expires the other short hold"
+    for rid, fate in [
+        (committed, "committed"),
+        (released, "released"),
+        (expired, "expired"),
+        (swept, "expired"),
+    ]:
+        assert reason(gw.commit, rid, 0) == fate
+        assert reason(gw.release, rid) == fate
+    for never_issued in (swept + 1, 0, -1, 2**64, -(2**70)):
+        assert reason(gw.release, never_issued) == "unknown"
+    with pytest.raises(UnknownReservation, match=f"reservation {committed} was already committed"):
+        gw.commit(committed, 1)
+    b = gw.budget("cus_1")
+    assert b is not None and (b.spent, b.reserved) == (4, 0), "late calls change nothing"
+    restored = Gateway.restore(gw.snapshot())
+    assert reason(restored.release, committed) == "unknown", "a restored gateway remembers none"
+
+
+def test_resolutions_are_remembered_for_65536_later_reservations(gw: Gateway) -> None:
+    first = gw.reserve("cus_1", 1).reservation_id
+    assert first is not None
+    gw.release(first)
+    for _ in range(65_535):
+        rid = gw.reserve("cus_1", 1).reservation_id
+        assert rid is not None
+        gw.commit(rid, 0)
+    with pytest.raises(UnknownReservation) as raised:
+        gw.release(first)
+    assert raised.value.reason == "released"
+    last = gw.reserve("cus_1", 1).reservation_id
+    assert last is not None
+    gw.commit(last, 0)
+    with pytest.raises(UnknownReservation) as raised:
+        gw.release(first)
+    assert raised.value.reason == "unknown"
+
+
+def test_unknown_reservation_keeps_its_reason_through_pickle() -> None:
+    error = UnknownReservation("reservation 7 was already released", "released")
+    again = pickle.loads(pickle.dumps(error))
+    assert (type(again), str(again), again.reason) == (UnknownReservation, str(error), "released")
+    assert UnknownReservation("gone").reason == "unknown"
+
+
+def test_racing_commits_and_releases_resolve_each_hold_once(gw: Gateway) -> None:
+    rids = [rid for _ in range(2_000) if (rid := gw.reserve("cus_1", 1).reservation_id) is not None]
+    barrier = threading.Barrier(4)
+
+    def resolve_all(k: int) -> list[str | None]:
+        barrier.wait()
+        told: list[str | None] = []
+        for rid in rids:
+            try:
+                gw.commit(rid, 1) if k % 2 == 0 else gw.release(rid)
+                told.append(None)
+            except UnknownReservation as e:
+                told.append(e.reason)
+        return told
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(resolve_all, range(4)))
+    committed = 0
+    for i, rid in enumerate(rids):
+        winners = [k for k in range(4) if results[k][i] is None]
+        assert len(winners) == 1, f"reservation {rid} resolved by {winners}"
+        fate = "committed" if winners[0] % 2 == 0 else "released"
+        committed += fate == "committed"
+        assert {results[k][i] for k in range(4)} - {None} <= {fate, "unknown"}
+        with pytest.raises(UnknownReservation) as raised:
+            gw.release(rid)
+        assert raised.value.reason == fate
+    b = gw.budget("cus_1")
+    assert b is not None and (b.spent, b.reserved) == (committed, 0)

@@ -5,7 +5,28 @@ from typing import final
 from .events import Event, UnknownEvent
 from .models import ApplyOutcome, Budget, Reason, UsageRecord
 
-__all__ = ["Decision", "Gateway", "NoOp", "ack_info", "validate_event"]
+__all__ = [
+    "OUTCOMES",
+    "REASONS",
+    "SPENDING_STATUSES",
+    "STATUSES",
+    "UNKNOWN_RESERVATION_REASONS",
+    "Decision",
+    "Gateway",
+    "ack_info",
+    "validate_event",
+]
+
+REASONS: tuple[str, ...]
+"""The value of each ``Reason`` the core decides, in the core's order."""
+OUTCOMES: tuple[str, ...]
+"""The value of each ``ApplyOutcome``, in the core's order."""
+STATUSES: tuple[str, ...]
+"""Every subscription status events may carry."""
+SPENDING_STATUSES: tuple[str, ...]
+"""The statuses whose subscriptions may spend."""
+UNKNOWN_RESERVATION_REASONS: tuple[str, ...]
+"""Every ``UnknownReservation.reason``."""
 
 @final
 class Decision:
@@ -55,11 +76,6 @@ class Gateway:
     @property
     def dirty(self) -> bool: ...
     def _set_clock(self, micros: int | None) -> None: ...
-
-@final
-class NoOp:
-    def __new__(cls) -> NoOp: ...
-    def try_spend(self, tenant_id: str, amount: int) -> bool: ...
 
 def ack_info(reply: str, consumer: str) -> tuple[int, int, int, int] | None: ...
 def validate_event(data: bytes | bytearray | memoryview | str) -> None: ...

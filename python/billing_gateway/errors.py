@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 __all__ = [
     "BillingGatewayError",
     "InvalidAmount",
@@ -11,6 +13,7 @@ __all__ = [
     "InvalidSnapshot",
     "ParkingFull",
     "UnknownReservation",
+    "UnknownReservationReason",
 ]
 
 
@@ -41,12 +44,36 @@ class InvalidArgument(BillingGatewayError, ValueError):
     """An argument other than an amount is out of its range (a TTL, a grace period, ...)."""
 
 
+UnknownReservationReason = Literal["unknown", "expired", "committed", "released"]
+"""Which case an :class:`UnknownReservation` is (its ``reason``)."""
+
+
 class UnknownReservation(BillingGatewayError, KeyError):
-    """A reservation id is unknown, expired, or already committed or released."""
+    """A reservation id names no outstanding hold; ``reason`` says which case it is:
+
+    - ``"expired"``: its TTL passed, and the hold was released;
+    - ``"committed"`` / ``"released"``: it was already committed / released;
+    - ``"unknown"``: it was never issued, or was resolved longer ago than the gateway
+      remembers.
+
+    A gateway remembers how its recent reservations ended, each at least until 65,536
+    newer ones have been taken (memory is bounded; a restored gateway starts with none).
+    A call racing the one that resolves the hold may also be told ``"unknown"``. Either
+    way the hold was resolved exactly once: a second commit never spends twice.
+    """
+
+    reason: UnknownReservationReason
+
+    def __init__(self, message: str = "", reason: UnknownReservationReason = "unknown") -> None:
+        super().__init__(message)
+        self.reason = reason
 
     def __str__(self) -> str:
         # KeyError quotes its argument; the message reads better as it is.
         return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple[type[UnknownReservation], tuple[str, UnknownReservationReason]]:
+        return type(self), (str(self), self.reason)
 
 
 class ParkingFull(BillingGatewayError):

@@ -1,7 +1,9 @@
 """Value types of the public API: decision reasons, apply outcomes, budget rows, usage records.
 
-The Rust core constructs these (it looks them up here once), so their field order is
-part of the contract with ``_core``.
+The Rust core hands these out. It finds each enum member by its value (``Reason("ok")``)
+when ``_core`` is imported, and the import fails if one is missing: values, not positions,
+are the contract (``tests/test_contract.py`` checks both ways). It builds ``Budget`` and
+``UsageRecord`` from positional arguments, so their field order is part of it too.
 """
 
 from __future__ import annotations

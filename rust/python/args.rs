@@ -3,14 +3,15 @@
 //! range is `InvalidAmount` for money and `InvalidArgument` otherwise, never a bare
 //! `OverflowError` or `UnicodeEncodeError`.
 
+use super::errors::{InvalidAmount, InvalidArgument, InvalidEvent};
+use crate::error::{Error, Unresolvable};
 use crate::event;
-use crate::python::{InvalidAmount, InvalidArgument, InvalidEvent, UnknownReservation};
 use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyInt, PyMemoryView, PyString};
 use std::borrow::Cow;
 
-pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
+pub(super) fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
         .name()
         .map_or_else(|_| "?".to_string(), |n| n.to_string())
@@ -30,7 +31,7 @@ fn not_an_int(obj: &Bound<'_, PyAny>, what: &str, hint: &str) -> PyErr {
 
 /// An amount: a non-negative `int` of micro-units within 64-bit signed range.
 #[inline]
-pub(crate) fn micros(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
+pub(super) fn micros(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
     if obj.is_exact_instance_of::<PyInt>() {
         if let Ok(v @ 0..) = obj.extract::<i64>() {
             return Ok(v as u64);
@@ -62,7 +63,7 @@ fn other_micros(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
 
 /// A tenant id: a `str` that is Unicode (no lone surrogate).
 #[inline]
-pub(crate) fn tenant<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
+pub(super) fn tenant<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
     match obj.cast::<PyString>() {
         Ok(s) => s.to_str().map_err(|_| {
             InvalidArgument::new_err("tenant_id is not valid Unicode (it holds a lone surrogate)")
@@ -75,19 +76,16 @@ pub(crate) fn tenant<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
 }
 
 /// A reservation id; one that was never issued (negative, huge) is unknown.
-pub(crate) fn reservation_id(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
+pub(super) fn reservation_id(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
     if !is_int(obj) {
         return Err(not_an_int(obj, "reservation_id", ""));
     }
-    obj.extract::<u64>().map_err(|_| {
-        UnknownReservation::new_err(format!(
-            "reservation {obj} is unknown, expired or already resolved"
-        ))
-    })
+    obj.extract::<u64>()
+        .map_err(|_| Error::unknown_reservation(obj, Unresolvable::Unknown).into())
 }
 
 /// A non-negative `int` within 64 bits (a cursor, a count, a size).
-pub(crate) fn natural(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
+pub(super) fn natural(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
     if !is_int(obj) {
         return Err(not_an_int(obj, what, ""));
     }
@@ -100,7 +98,7 @@ pub(crate) fn natural(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
 }
 
 /// A [`natural`] number of things held in memory.
-pub(crate) fn count(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<usize> {
+pub(super) fn count(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<usize> {
     usize::try_from(natural(obj, what)?).map_err(|_| {
         InvalidArgument::new_err(format!("{what} must be at most {}, got {obj}", usize::MAX))
     })
@@ -108,7 +106,7 @@ pub(crate) fn count(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<usize> {
 
 /// A number of seconds (`int` or `float`, not `bool`), finite and at most `max`, as
 /// microseconds. Zero is allowed only when `allow_zero`; otherwise the result is >= 1.
-pub(crate) fn seconds(
+pub(super) fn seconds(
     obj: &Bound<'_, PyAny>,
     what: &str,
     max: f64,
@@ -139,7 +137,7 @@ pub(crate) fn seconds(
 }
 
 /// A point in time, in microseconds since the epoch, within what `datetime` holds.
-pub(crate) fn instant(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<i64> {
+pub(super) fn instant(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<i64> {
     if !is_int(obj) {
         return Err(not_an_int(obj, what, " of microseconds"));
     }
@@ -156,7 +154,7 @@ pub(crate) fn instant(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<i64> {
 }
 
 /// A `str` argument other than a tenant id (e.g. `unknown_tenant`).
-pub(crate) fn text<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a str> {
+pub(super) fn text<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a str> {
     let s = obj.cast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!("{what} must be a str, not {}", type_name(obj)))
     })?;
@@ -168,7 +166,7 @@ pub(crate) fn text<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a st
 }
 
 /// A copy of a bytes-like object (`bytearray`, `memoryview`) as `bytes`.
-pub(crate) fn copy_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+pub(super) fn copy_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     obj.py()
         .import("builtins")?
         .getattr("bytes")?
@@ -178,7 +176,7 @@ pub(crate) fn copy_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 
 /// The JSON of an event given as `bytes`, `str`, `bytearray` or `memoryview`; `None`
 /// for anything else. A `str` that is not Unicode (a lone surrogate) is `InvalidEvent`.
-pub(crate) fn event_bytes<'a>(event: &'a Bound<'_, PyAny>) -> PyResult<Option<Cow<'a, [u8]>>> {
+pub(super) fn event_bytes<'a>(event: &'a Bound<'_, PyAny>) -> PyResult<Option<Cow<'a, [u8]>>> {
     if let Ok(b) = event.cast::<PyBytes>() {
         return Ok(Some(Cow::Borrowed(b.as_bytes())));
     }

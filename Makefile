@@ -11,18 +11,24 @@ STAMP   := $(VENV)/.deps-installed
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
+# Every dependency of the package, of all its extras and of development (the extras that
+# name the package itself are expanded by listing every extra).
 $(STAMP): pyproject.toml
-	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-	  print('\n'.join(p['dependencies'] + p['optional-dependencies']['dev']))" > $(VENV)/requirements.txt
-	$(PY) -m pip install --quiet -r $(VENV)/requirements.txt
-	touch $@
+	@echo "== installing the Python dependencies into $(VENV)"
+	@python3 -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	  deps = p['dependencies'] + [d for ds in p['optional-dependencies'].values() for d in ds]; \
+	  print('\n'.join(sorted({d for d in deps if not d.startswith(p['name'])})))" > $(VENV)/requirements.txt
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r $(VENV)/requirements.txt
+	@touch $@
 
 install: $(STAMP)  ## Create .venv with the runtime and development dependencies
 
 dev: install  ## Build the Rust extension (release) into .venv
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
+	@echo "== building the Rust extension (release; the first build takes a minute or two)"
+	@VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release > $(VENV)/maturin.log \
+	  || (cat $(VENV)/maturin.log; exit 1)
 
 lint: dev  ## cargo fmt + clippy, ruff, mypy --strict, stubtest
 	cargo fmt --check

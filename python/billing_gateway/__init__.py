@@ -8,7 +8,9 @@ False
 
 from __future__ import annotations
 
-from . import events
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     BillingGatewayError,
     InvalidAmount,
@@ -19,8 +21,6 @@ from .errors import (
     ParkingFull,
     UnknownReservation,
 )
-from .events import decode_event, encode_event
-from .gateway import Decision, Gateway
 from .models import ApplyOutcome, Budget, Reason, RoutingPolicy, Target, UsageRecord
 from .money import MICROS_PER_UNIT, from_micros, to_micros
 
@@ -49,3 +49,27 @@ __all__ = [
     "to_micros",
 ]
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from . import events
+    from .events import decode_event, encode_event
+    from .gateway import Decision, Gateway
+
+# The compiled core loads on first use, not on ``import billing_gateway``: the billing
+# service and its client import this package without needing the gateway.
+_LAZY = {
+    "Decision": ".gateway",
+    "Gateway": ".gateway",
+    "decode_event": ".events",
+    "encode_event": ".events",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "events":
+        return importlib.import_module(".events", __name__)
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value

@@ -28,7 +28,6 @@ from .billing import commands as billing_commands
 from .broker import resolve_nats
 from .cliargs import OneLineParser, anywhere, bounded_int, host_port, option, positive_seconds
 from .connection import NatsUnreachable, connect
-from .daemon import DaemonOptions, run
 from .deadletters import UnknownDeadLetter, list_dead_letters, redrive
 from .publishing import publish_text
 from .settings import default_data_dir
@@ -261,6 +260,8 @@ def _broker(args: argparse.Namespace) -> int:
 
 
 def _consume(args: argparse.Namespace) -> int:
+    from .daemon import DaemonOptions, run
+
     host, port = args.http
     options = DaemonOptions(
         nats_url=args.nats_url,
@@ -324,6 +325,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return _dispatch(args)
+    except ModuleNotFoundError as exc:  # an extra that is not installed
+        extra = {"consume": "daemon", "billing": "billing"}.get(args.command, "all")
+        print(
+            f"billing-gateway: error: {args.command} needs the [{extra}] extra ({exc}): "
+            f"pip install 'billing-gateway[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
     except (CommandError, NatsUnreachable, UnknownDeadLetter, SnapshotInUse) as exc:
         print(f"billing-gateway: error: {exc}", file=sys.stderr)
         return 2

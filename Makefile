@@ -51,7 +51,7 @@ test: lint test-rust test-py  ## Everything CI runs
 # (which always runs maturin) builds the public extension, without them, again.
 bench: install  ## Benchmarks (pytest-benchmark, then criterion); prints ratios to baselines
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet --features python,bench-baselines
-	$(PY) -m pytest benches --benchmark-enable --benchmark-only -p no:randomly -q
+	$(PY) -m pytest benches --benchmark-enable --benchmark-only -p no:randomly -q --timeout 1800
 	cargo bench --bench core
 
 demo: dev  ## Apply the seed events, spend, reserve, and print the budget table

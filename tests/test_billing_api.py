@@ -223,16 +223,16 @@ def test_failed_payment_void_and_causation(service: Service) -> None:
     with service.client() as c:
         end = c.get_subscription(sub_id).period_end
         (invoice,) = service.store.close_due_cycles(auto_pay=False, now=end)
-        failed = c.fail_payment(invoice["id"])
+        failed = c.fail_payment(invoice.id)
         assert failed.status == "open"
         assert c.get_subscription(sub_id).status == "past_due"
         last = c.events(customer_id).events[-1]
-        assert (last["event_type"], last["data"]["invoice_id"]) == ("invoice.payment_failed", invoice["id"])
-        assert c.void_invoice(invoice["id"]).status == "void"
+        assert (last["event_type"], last["data"]["invoice_id"]) == ("invoice.payment_failed", invoice.id)
+        assert c.void_invoice(invoice.id).status == "void"
         with pytest.raises(Conflict):
-            c.pay_invoice(invoice["id"])
+            c.pay_invoice(invoice.id)
         with pytest.raises(Conflict):
-            c.fail_payment(invoice["id"])
+            c.fail_payment(invoice.id)
         # An auto-paid cycle: invoice.paid is caused by invoice.created.
         other = c.create_subscription(c.create_customer("B", "b@x.io").id, "plan_pro")
         service.store.close_due_cycles(auto_pay=True, now=other.period_end)

@@ -133,10 +133,10 @@ def test_keys_create_binds_only_an_existing_customer(tmp_path: Path) -> None:
     assert api_keys(db) == 0, "nothing written"
     store = BillingStore.open(db)
     customer = store.create_customer("Acme", "a@acme.io")
-    done = billing(db, "keys", "create", "--scope", "billing:customers:read", "--customer", customer["id"])
+    done = billing(db, "keys", "create", "--scope", "billing:customers:read", "--customer", customer.id)
     assert done.returncode == 0, done.stderr
     principal = store.authenticate(done.stdout.strip())
-    assert principal is not None and principal.customer_id == customer["id"]
+    assert principal is not None and principal.customer_id == customer.id
     assert principal.scopes == {"billing:customers:read"}
 
 

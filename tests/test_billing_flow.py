@@ -53,7 +53,7 @@ def populate(store: BillingStore, customers: int = 5) -> list[str]:
     subs = []
     for i in range(customers):
         customer = store.create_customer(f"C{i}", f"c{i}@x.io")
-        subs.append(store.create_subscription(customer["id"], "plan_pro")["id"])
+        subs.append(store.create_subscription(customer.id, "plan_pro").id)
         store.update_subscription(subs[-1], total_budget=to_micros(10 + i))
     return subs
 
@@ -258,7 +258,7 @@ def test_end_to_end_through_the_api(service: Service, nats_server: EmbeddedNats)
             assert lines == [("plan", Decimal("20")), ("usage", Decimal("0"))], (
                 "42 is within the budget of 50"
             )
-            c.pay_invoice(invoice["id"])
+            c.pay_invoice(invoice.id)
             await follow(lambda: gw.budget(customer.id).period_start == end)  # type: ignore[union-attr]
             assert gw.budget(customer.id).spent == 0  # type: ignore[union-attr]
 
@@ -283,7 +283,7 @@ def test_usage_ingestion_is_exactly_once(store: BillingStore) -> None:
     (sub,) = populate(store, customers=1)
     ingestor = UsageIngestor(store, None)  # type: ignore[arg-type]
 
-    start = store.get("subscriptions", sub)["period_start"]  # type: ignore[index]
+    start = store.get_subscription(sub).period_start  # type: ignore[union-attr]
     record = UsageRecord("cus", sub, 1234, start, "usage:abc:1:sub:1")
     payload = encode_event(usage_event(record))
     assert ingestor.ingest(payload) and ingestor.ingest(payload)

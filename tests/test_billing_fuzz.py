@@ -36,7 +36,7 @@ def billing(
         store = BillingStore.open(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
     store.create_plan(plan_id="plan_pro", name="Pro", currency="USD", included_budget=to_micros(10), price=0)
     customer = store.create_customer("Fuzz", "fuzz@x.io")
-    store.create_subscription(customer["id"], "plan_pro")
+    store.create_subscription(customer.id, "plan_pro")
     _, key = store.create_api_key(["billing:*"])
     yield create_app(store), key
     store.engine.dispose()

@@ -50,13 +50,13 @@ def test_canceled_subscription_refuses_every_transition_and_emits_nothing(servic
         with pytest.raises(Conflict, match="canceled"):
             c.update_subscription(sub_id, total_budget="1000")
         with pytest.raises(Conflict, match="canceled"):
-            c.fail_payment(invoice["id"])
+            c.fail_payment(invoice.id)
         # Paying the last invoice collects what is owed, but never reopens a period.
-        assert c.pay_invoice(invoice["id"]).status == "paid"
+        assert c.pay_invoice(invoice.id).status == "paid"
         assert c.get_subscription(sub_id) == canceled
         # The scheduler never invoices a canceled subscription.
         assert service.store.close_due_cycles(now=end + timedelta(days=400)) == []
-        assert [i.id for i in c.list_invoices(customer_id)] == [invoice["id"]]
+        assert [i.id for i in c.list_invoices(customer_id)] == [invoice.id]
     assert outbox(service) == before, "no event after the cancellation"
 
 
@@ -65,10 +65,10 @@ def test_paying_a_past_due_subscription_makes_it_active_again(service: Service) 
     with service.client() as c:
         end = c.get_subscription(sub_id).period_end
         (invoice,) = service.store.close_due_cycles(auto_pay=False, now=end)
-        c.fail_payment(invoice["id"])
-        c.fail_payment(invoice["id"])  # a second failed attempt: still past_due
+        c.fail_payment(invoice.id)
+        c.fail_payment(invoice.id)  # a second failed attempt: still past_due
         assert c.get_subscription(sub_id).status == "past_due"
-        c.pay_invoice(invoice["id"])
+        c.pay_invoice(invoice.id)
         assert c.get_subscription(sub_id).status == "active"
     gw = Gateway()
     for e in outbox(service):
@@ -83,7 +83,7 @@ def test_paying_the_first_invoice_ends_the_trial(service: Service) -> None:
         trial = c.create_subscription(customer_id, "plan_pro", trial_days=7)
         assert trial.status == "trialing"
         (invoice,) = service.store.close_due_cycles(now=trial.period_end)  # auto-paid
-        assert invoice["subscription_id"] == trial.id
+        assert invoice.subscription_id == trial.id
         assert c.get_subscription(trial.id).status == "active"
         last = c.events(customer_id).events[-1]
         assert (last["event_type"], last["data"]["status"]) == ("subscription.updated", "active")
@@ -139,7 +139,7 @@ def test_one_overflowing_subscription_does_not_stop_the_cycle(service: Service) 
         good_sub = c.create_subscription(c.create_customer("Good", "g@x.io").id, "plan_pro")
         end = max(c.get_subscription(bad_sub).period_end, good_sub.period_end)
     # Two records of the largest 64-bit amount, as stored before amounts were bounded.
-    sub = service.store.get("subscriptions", bad_sub)
+    sub = service.store.get_subscription(bad_sub)
     assert sub is not None
     with service.store.engine.begin() as conn:
         for i in range(2):
@@ -147,29 +147,29 @@ def test_one_overflowing_subscription_does_not_stop_the_cycle(service: Service) 
                 tables["usage_records"]
                 .insert()
                 .values(
-                    id=f"ur_huge_{i}", subscription_id=bad_sub, customer_id=sub["customer_id"],
-                    amount=2**63 - 1, period_start=sub["period_start"], idempotency_key=f"huge-{i}",
-                    created_at=sub["period_start"],
+                    id=f"ur_huge_{i}", subscription_id=bad_sub, customer_id=sub.customer_id,
+                    amount=2**63 - 1, period_start=sub.period_start, idempotency_key=f"huge-{i}",
+                    created_at=sub.period_start,
                 )
             )  # fmt: skip
     closed = service.store.close_due_cycles(now=end)
-    assert [i["subscription_id"] for i in closed] == [good_sub.id]
+    assert [i.subscription_id for i in closed] == [good_sub.id]
     with service.client() as c:
         assert c.get_subscription(good_sub.id).period_start == good_sub.period_end, "paid and renewed"
-        assert c.list_invoices(sub["customer_id"]) == [], "the overflowing one fails alone"
+        assert c.list_invoices(sub.customer_id) == [], "the overflowing one fails alone"
     assert service.store.close_due_cycles(now=end) == [], "and keeps failing alone"
 
 
 def test_hostile_usage_events_are_rejected_not_retried(service: Service) -> None:
     _, sub_id = setup(service)
-    sub = service.store.get("subscriptions", sub_id)
+    sub = service.store.get_subscription(sub_id)
     assert sub is not None
     ingestor = UsageIngestor(service.store, None)  # type: ignore[arg-type]  # ingest() needs no broker
 
     def usage(key: str, amount: int) -> bytes:
         record = {
-            "tenant_id": sub["customer_id"], "subscription_id": sub_id, "amount": amount,
-            "period_start": sub["period_start"], "idempotency_key": key,
+            "tenant_id": sub.customer_id, "subscription_id": sub_id, "amount": amount,
+            "period_start": sub.period_start, "idempotency_key": key,
         }  # fmt: skip
         return msgspec.json.encode(
             {"event_id": f"usage_{key[:8]}", "event_type": "usage.reported", "timestamp": NOW, "data": record}
@@ -313,8 +313,8 @@ def test_every_event_billing_commits_is_appliable(service: Service) -> None:
         c.update_subscription(sub_id, total_budget="1000000000")
         end = sub.period_end
         for i, invoice in enumerate(service.store.close_due_cycles(auto_pay=False, now=end)):
-            c.fail_payment(invoice["id"], idempotency_key=f"{longest[:-2]}f{i}")
-            c.pay_invoice(invoice["id"], idempotency_key=f"{longest[:-2]}p{i}")
+            c.fail_payment(invoice.id, idempotency_key=f"{longest[:-2]}f{i}")
+            c.pay_invoice(invoice.id, idempotency_key=f"{longest[:-2]}p{i}")
         c.cancel_subscription(sub.id)
     gw = Gateway()
     for e in outbox(service):
@@ -329,7 +329,7 @@ def test_the_store_never_commits_an_event_a_gateway_cannot_apply(service: Servic
     # Past the API's bounds, straight to the store: the outbox's validator is the last word.
     store.create_plan(plan_id="plan_long", name="é" * 600, currency="USD", included_budget=1, price=0)
     with pytest.raises(BillingInvalid, match=r"data\.plan_name: .*1024 bytes"):
-        store.create_subscription(customer["id"], "plan_long")
+        store.create_subscription(customer.id, "plan_long")
     with pytest.raises(BillingInvalid, match="correlation_id"):
         store.create_customer("B", "b@x.io", correlation_id="é" * 200)
     assert [e["event_type"] for e in outbox(service)] == ["customer.created"], "nothing else committed"
@@ -338,7 +338,7 @@ def test_the_store_never_commits_an_event_a_gateway_cannot_apply(service: Servic
     with store.engine.begin() as conn:
         conn.execute(
             tables["subscriptions"].insert().values(
-                id="sub_legacy", customer_id=customer["id"], plan_id="plan_long", status="active",
+                id="sub_legacy", customer_id=customer.id, plan_id="plan_long", status="active",
                 total_budget=1, period_start=now, period_end=now + timedelta(days=30),
                 created_at=now, updated_at=now,
             )

@@ -139,9 +139,9 @@ def new_subscription(t: Twins) -> tuple[str, str]:
 def open_invoice(t: Twins) -> tuple[str, str, str]:
     """A subscription whose period has ended with its invoice open: (customer, subscription, invoice)."""
     customer, sub = new_subscription(t)
-    end = t.store.get("subscriptions", sub)["period_end"]  # type: ignore[index]
+    end = t.store.get_subscription(sub).period_end  # type: ignore[union-attr]
     (invoice,) = t.store.close_due_cycles(auto_pay=False, now=end + timedelta(seconds=1))
-    return customer, sub, invoice["id"]
+    return customer, sub, invoice.id
 
 
 def test_same_idempotency_key_on_two_servers_does_it_once(twins: Twins) -> None:
@@ -217,7 +217,7 @@ def test_pay_and_void_on_two_servers_one_wins(twins: Twins) -> None:
             partial(twins.b.post, f"/invoices/{invoice}/void"),
         )
         assert sorted([pay.status_code, void.status_code]) == [200, 409], (pay.text, void.text)
-        final = twins.store.get_invoice(invoice)["status"]
+        final = twins.store.get_invoice(invoice).status
         assert final == ("paid" if pay.status_code == 200 else "void")
         assert count(twins.store, "payments", invoice_id=invoice) == (final == "paid")
 
@@ -242,8 +242,8 @@ def test_two_schedulers_close_each_cycle_once(pg_url: str, caplog: pytest.LogCap
     subs = []
     for i in range(20):
         customer = store.create_customer(f"C{i}", f"c{i}@x.io")
-        subs.append(store.create_subscription(customer["id"], "plan_pro"))
-    now = max(s["period_end"] for s in subs) + timedelta(seconds=1)
+        subs.append(store.create_subscription(customer.id, "plan_pro"))
+    now = max(s.period_end for s in subs) + timedelta(seconds=1)
     closed = race(*(partial(s.close_due_cycles, now=now) for s in stores))
     assert sum(len(c) for c in closed) == 20
     assert count(store, "invoices") == 20 and count(store, "payments") == 20

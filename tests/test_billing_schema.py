@@ -113,13 +113,13 @@ def test_a_version_1_database_upgrades_in_place(v1_url: str) -> None:
     with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:
         conn.execute(payments.insert().values(id="pay_2", invoice_id="inv_1", amount=5, created_at=T0))
     # Usage keys are now per subscription, and the v1 record is still there.
-    assert store.record_usage("sub_1", 3, "k-1") == (store.get("usage_records", "ur_1"), False)
+    assert store.record_usage("sub_1", 3, "k-1") == (store.get_usage_record("ur_1"), False)
     assert store.record_usage("sub_2", 4, "k-1")[1], "the same key on another subscription is another record"
     with pytest.raises(Conflict):
         store.record_usage("sub_1", 4, "k-1")
     store.engine.dispose()
     again = BillingStore.open(v1_url)  # nothing left to do
-    assert again.get("usage_records", "ur_1") is not None
+    assert again.get_usage_record("ur_1") is not None
     again.engine.dispose()
 
 

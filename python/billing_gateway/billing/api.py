@@ -41,7 +41,7 @@ from billing_gateway.money import from_micros, to_micros
 
 from .domain import BillingError, NotFound
 from .idempotency import Claim, run_once
-from .store import BillingStore, Principal
+from .store import BillingStore, InvoiceRow, PlanRow, Principal, SubscriptionRow
 from .wire import (
     ID_PATTERN,
     MAX_ID,
@@ -97,32 +97,26 @@ def _micros(value: str | int | None, field: str) -> int | None:
         raise HTTPException(status_code=422, detail=f"{field}: {exc}") from None
 
 
-def _out(kind: type[S], row: dict[str, Any], **money: int) -> S:
+def _out(kind: type[S], row: msgspec.Struct, **money: int) -> S:
     """A response struct from a row: its own fields only, money as decimals."""
-    fields = {k: v for k, v in row.items() if k in kind.__struct_fields__}
+    fields = {k: getattr(row, k) for k in kind.__struct_fields__ if hasattr(row, k)}
     built: S = kind(**fields | {k: from_micros(v) for k, v in money.items()})
     return built
 
 
-def _plan(p: dict[str, Any]) -> Plan:
-    return Plan(
-        id=p["id"],
-        name=p["name"],
-        product_name=p["product_name"],
-        currency=p["currency"],
-        interval_days=p["interval_days"],
-        included_budget=from_micros(p["included_budget"]),
-        price=from_micros(p["price"]),
-    )
+def _plan(p: PlanRow) -> Plan:
+    return _out(Plan, p, included_budget=p.included_budget, price=p.price)
 
 
-def _subscription(s: dict[str, Any]) -> Subscription:
-    return _out(Subscription, s, total_budget=s["total_budget"])
+def _subscription(s: SubscriptionRow) -> Subscription:
+    return _out(Subscription, s, total_budget=s.total_budget)
 
 
-def _invoice(i: dict[str, Any]) -> Invoice:
-    lines = [_out(InvoiceLine, x, amount=x["amount"]) for x in i["lines"]]
-    return _out(Invoice, i | {"lines": lines}, total=i["total"])
+def _invoice(i: InvoiceRow) -> Invoice:
+    lines = [_out(InvoiceLine, x, amount=x.amount) for x in i.lines]
+    built: Invoice = _out(Invoice, msgspec.structs.replace(i, lines=()), total=i.total)
+    built.lines = lines
+    return built
 
 
 # ---- auth and idempotency ---------------------------------------------------------------------------
@@ -221,7 +215,7 @@ def create_app(store: BillingStore) -> Litestar:
     async def get_customer(who: Who, customer_id: PathId) -> Customer:
         _need(who, "billing:customers:read")
         _visible(who, customer_id, f"customer {customer_id}")
-        found = store.get("customers", customer_id)
+        found = store.get_customer(customer_id)
         if found is None:
             raise NotFound(f"customer {customer_id} not found")
         return _out(Customer, found)
@@ -264,11 +258,11 @@ def create_app(store: BillingStore) -> Litestar:
             )),
         )  # fmt: skip
 
-    def _owned_subscription(who: Principal, subscription_id: str) -> dict[str, Any]:
-        found = store.get("subscriptions", subscription_id)
+    def _owned_subscription(who: Principal, subscription_id: str) -> SubscriptionRow:
+        found = store.get_subscription(subscription_id)
         if found is None:
             raise NotFound(f"subscription {subscription_id} not found")
-        _visible(who, found["customer_id"], f"subscription {subscription_id}")
+        _visible(who, found.customer_id, f"subscription {subscription_id}")
         return found
 
     @get("/subscriptions/{subscription_id:str}")
@@ -305,7 +299,7 @@ def create_app(store: BillingStore) -> Litestar:
                 status_code=422, detail="idempotency_key: required (or an Idempotency-Key header)"
             )
         record, created = store.record_usage(data.subscription_id, amount, key)
-        out = _out(UsageRecordOut, record, amount=record["amount"])
+        out = _out(UsageRecordOut, record, amount=record.amount)
         return Response(out, status_code=201 if created else 200)
 
     # ---- invoices ---------------------------------------------------------------------------------------
@@ -327,10 +321,10 @@ def create_app(store: BillingStore) -> Litestar:
         return await idempotent(request, who, 200, lambda key: _invoice(store.pay_invoice(invoice_id, key)))
 
     def _owned_invoice(who: Principal, invoice_id: str) -> None:
-        found = store.get("invoices", invoice_id)
+        found = store.find_invoice(invoice_id)
         if found is None:
             raise NotFound(f"invoice {invoice_id} not found")
-        _visible(who, found["customer_id"], f"invoice {invoice_id}")
+        _visible(who, found.customer_id, f"invoice {invoice_id}")
 
     @post("/invoices/{invoice_id:str}/payment-failed", status_code=200)
     async def payment_failed(request: Req, who: Who, invoice_id: PathId) -> Response[Invoice]:
@@ -376,9 +370,9 @@ def create_app(store: BillingStore) -> Litestar:
         state = store.outbox_state()
         lines = ["# TYPE billing_outbox_events gauge"]
         for status in ("pending", "published", "dead"):
-            lines.append(f'billing_outbox_events{{status="{status}"}} {state["counts"].get(status, 0)}')
+            lines.append(f'billing_outbox_events{{status="{status}"}} {state.counts.get(status, 0)}')
         lines += ["# TYPE billing_outbox_oldest_pending_seconds gauge"]
-        lines.append(f"billing_outbox_oldest_pending_seconds {state['oldest_pending_s']:.3f}")
+        lines.append(f"billing_outbox_oldest_pending_seconds {state.oldest_pending_s:.3f}")
         return "\n".join(lines) + "\n"
 
     def billing_error(_: Req, exc: BillingError) -> Response[dict[str, Any]]:

@@ -302,7 +302,7 @@ class Dispatcher:
             return
         down_s = self.broker.recovered()  # any answer, ack or verdict, means it is reachable
         if down_s is not None:
-            waiting = self.store.outbox_state()["counts"].get("pending", 0)
+            waiting = self.store.outbox_state().counts.get("pending", 0)
             log.info("broker back after %.1f s; %d rows waiting", down_s, waiting)
 
     # ---- marking --------------------------------------------------------------------------
@@ -343,7 +343,7 @@ class Dispatcher:
 
     def pending(self) -> dict[str, int]:
         """Rows by status (``pending``, ``published``, ``dead``)."""
-        counts: dict[str, int] = self.store.outbox_state()["counts"]
+        counts: dict[str, int] = self.store.outbox_state().counts
         return counts
 
 

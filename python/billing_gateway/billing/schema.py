@@ -22,7 +22,27 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["LATEST", "UPGRADES", "WRITE", "metadata", "migrate", "tables"]
+__all__ = [
+    "LATEST",
+    "UPGRADES",
+    "WRITE",
+    "api_keys",
+    "billing_events",
+    "customers",
+    "idempotency_keys",
+    "invoice_lines",
+    "invoices",
+    "metadata",
+    "migrate",
+    "payments",
+    "plans",
+    "prices",
+    "products",
+    "schema_migrations",
+    "subscriptions",
+    "tables",
+    "usage_records",
+]
 
 metadata = sa.MetaData()
 Ts = sa.DateTime(timezone=True)

@@ -1,0 +1,35 @@
+"""Customers: created with their ``customer.created`` event."""
+
+from __future__ import annotations
+
+from billing_gateway import events
+from billing_gateway.billing.schema import customers
+
+from .base import load, new_id
+from .outbox import Outbox, envelope
+from .records import CustomerRow
+
+__all__ = ["Customers"]
+
+
+class Customers(Outbox):
+    def create_customer(
+        self, name: str, email: str, stripe_customer_id: str | None = None, correlation_id: str | None = None
+    ) -> CustomerRow:
+        now = self.clock()
+        customer = CustomerRow(new_id("cus"), name, email, stripe_customer_id, now)
+        with self.transaction() as conn:
+            conn.execute(customers.insert().values(
+                id=customer.id, name=name, email=email, stripe_customer_id=stripe_customer_id, created_at=now
+            ))  # fmt: skip
+            data = {"id": customer.id, "name": name, "email": email, "stripe_customer_id": stripe_customer_id}
+            event = events.UnknownEvent(
+                event_type="customer.created", data=data, **envelope(now, customer.id, correlation_id)
+            )
+            self._emit(conn, event, customer.id)
+        return customer
+
+    def get_customer(self, customer_id: str) -> CustomerRow | None:
+        with self._reading() as conn:
+            found = self._find(conn, customers, customer_id)
+        return None if found is None else load(CustomerRow, found)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from billing_gateway.billing.domain import Conflict
-from billing_gateway.billing.schema import LATEST, tables
+from billing_gateway.billing.schema import LATEST, metadata, tables, v1
 from billing_gateway.billing.store import BillingStore
 
 from .billing_fixtures import pg_schema, pg_url, race
@@ -19,36 +19,6 @@ from .billing_fixtures import pg_schema, pg_url, race
 __all__ = ["pg_url"]  # a fixture used here
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-Ts = sa.DateTime(timezone=True)
-
-
-def v1_metadata() -> sa.MetaData:
-    """The version-1 schema: the tables as they are, but payments and usage_records as v1 had them."""
-    v1 = sa.MetaData()
-    for name, table in tables.items():
-        if name not in ("payments", "usage_records"):
-            table.to_metadata(v1)
-    sa.Table(
-        "usage_records", v1,
-        sa.Column("id", sa.String(64), primary_key=True),
-        sa.Column(
-            "subscription_id", sa.String(64), sa.ForeignKey("subscriptions.id"), nullable=False, index=True
-        ),
-        sa.Column("customer_id", sa.String(64), nullable=False),
-        sa.Column("amount", sa.BigInteger, nullable=False),
-        sa.Column("period_start", Ts, nullable=False),
-        sa.Column("idempotency_key", sa.String(255), nullable=False, unique=True),
-        sa.Column("invoice_id", sa.String(64), nullable=True),
-        sa.Column("created_at", Ts, nullable=False),
-    )  # fmt: skip
-    sa.Table(
-        "payments", v1,
-        sa.Column("id", sa.String(64), primary_key=True),
-        sa.Column("invoice_id", sa.String(64), sa.ForeignKey("invoices.id"), nullable=False, index=True),
-        sa.Column("amount", sa.BigInteger, nullable=False),
-        sa.Column("created_at", Ts, nullable=False),
-    )  # fmt: skip
-    return v1
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -60,10 +30,10 @@ def v1_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         if request.param == "sqlite"
         else url.replace("postgresql://", "postgresql+psycopg://")
     )
-    v1 = v1_metadata()
-    t = v1.tables
+    t = tables  # inserting only the columns version 1 had
     with engine.begin() as conn:
-        v1.create_all(conn)
+        t["schema_migrations"].create(conn)
+        v1.create(conn)  # the frozen DDL of version 1
         conn.execute(t["schema_migrations"].insert().values(version=1, applied_at=T0))
         conn.execute(t["customers"].insert().values(id="cus_1", name="A", email="a@x.io", created_at=T0))
         conn.execute(t["products"].insert().values(id="prod_1", name="Pro", created_at=T0))
@@ -134,3 +104,41 @@ def test_processes_starting_together_on_a_new_database_migrate_it_once(tmp_path:
             assert sorted(versions) == list(range(1, LATEST + 1))
             for store in stores:
                 store.engine.dispose()
+
+
+def _shape(engine: sa.Engine) -> dict[str, tuple[object, ...]]:
+    """Each table's columns (name, type, nullability), unique constraints and indexes."""
+    inspector = sa.inspect(engine)
+    shape: dict[str, tuple[object, ...]] = {}
+    for name in inspector.get_table_names():
+        columns = sorted(
+            (c["name"], str(c["type"]).split("(")[0], c["nullable"]) for c in inspector.get_columns(name)
+        )
+        uniques = sorted(tuple(u["column_names"]) for u in inspector.get_unique_constraints(name))
+        indexes = sorted(
+            (i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in inspector.get_indexes(name)
+        )
+        shape[name] = (columns, uniques, indexes)
+    return shape
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_the_migrations_from_the_frozen_v1_build_the_current_tables(tmp_path: Path, db: str) -> None:
+    """A new database is version 1 plus every upgrade; that must be what the tables declare."""
+    with contextlib.ExitStack() as stack:
+        urls = [
+            str(tmp_path / f"{n}.db") if db == "sqlite" else stack.enter_context(pg_schema())
+            for n in ("a", "b")
+        ]
+        migrated = BillingStore.open(urls[0]).engine
+        declared = sa.create_engine(
+            f"sqlite:///{urls[1]}"
+            if db == "sqlite"
+            else urls[1].replace("postgresql://", "postgresql+psycopg://")
+        )
+        metadata.create_all(declared)
+        try:
+            assert _shape(migrated) == _shape(declared)
+        finally:
+            migrated.dispose()
+            declared.dispose()

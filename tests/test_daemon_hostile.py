@@ -148,3 +148,12 @@ def test_budgets_are_listed_a_page_at_a_time(tmp_path: Path, server: EmbeddedNat
     assert d.request("GET", "/v1/budgets?limit=0")[0] == 400
     wait_until(lambda: "current with the stream at cursor 5" in d.log.read_text(), timeout=5)
     assert d.terminate() == 0
+
+
+def test_an_empty_dead_letter_stream_lists_nothing(
+    daemon: Daemon, server: EmbeddedNats, tmp_path: Path
+) -> None:
+    daemon.wait_for("/readyz")
+    listed = cli(tmp_path, "--nats-url", server.url, "dlq", "list")
+    assert listed.returncode == 0 and listed.stdout == "" and "0 dead letters" in listed.stderr, listed.stderr
+    assert cli(tmp_path, "--nats-url", server.url, "dlq", "redrive", "--all").stdout.strip() == "redrove 0"

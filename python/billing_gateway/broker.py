@@ -83,13 +83,16 @@ def status(data_dir: Path) -> BrokerInfo | None:
     return BrokerInfo(url, port, pid, data_dir, running)
 
 
-def ensure(data_dir: Path, timeout: float = 10.0) -> BrokerInfo:
-    """The running broker of ``data_dir``, started (on its old port when free) if needed."""
+def ensure(data_dir: Path, timeout: float = 10.0, *, unless_stopped: bool = False) -> BrokerInfo | None:
+    """The running broker of ``data_dir``, started (on its old port when free) if needed.
+    With ``unless_stopped``, a broker stopped by hand stays stopped (None)."""
     data_dir = data_dir.resolve()
     with _locked(data_dir):
         info = status(data_dir)
         if info is not None and info.running:
             return info
+        if unless_stopped and (data_dir / "nats.stopped").exists():
+            return None
         if info is not None and info.pid is not None and _alive(info.pid):
             _terminate(info.pid, timeout)  # alive but not answering: replace it
         port = info.port if info is not None and not listening(info.port) else free_port()
@@ -112,11 +115,11 @@ def stop(data_dir: Path, timeout: float = 10.0) -> BrokerInfo | None:
     data_dir = data_dir.resolve()
     with _locked(data_dir):
         info = status(data_dir)
+        (data_dir / "nats.stopped").touch()  # first: a command's keep-alive must not restart it
         if info is not None and info.pid is not None and _alive(info.pid):
             _terminate(info.pid, timeout)
         with contextlib.suppress(FileNotFoundError):
             (data_dir / "nats.pid").unlink()
-        (data_dir / "nats.stopped").touch()
         return info
 
 
@@ -137,6 +140,7 @@ def resolve_nats(nats_url: str | None, data_dir: Path) -> str:
         log.info("using NATS at %s", nats_url)
         return nats_url
     info = ensure(data_dir)
+    assert info is not None
     log.info("using the shared nats-server at %s (data in %s)", info.url, info.data_dir)
     return info.url
 
@@ -152,6 +156,6 @@ async def keep_alive(data_dir: Path, stop_event: asyncio.Event, every_s: float =
             continue
         log.warning("the shared nats-server of %s is not running; starting it again", data_dir)
         try:
-            await asyncio.to_thread(ensure, data_dir)
+            await asyncio.to_thread(ensure, data_dir, unless_stopped=True)
         except Exception as exc:
             log.error("could not start the shared nats-server: %s", exc)

@@ -242,18 +242,19 @@ async def _dlq(url: str, args: argparse.Namespace) -> int:
 
 
 def _broker(args: argparse.Namespace) -> int:
-    if args.broker_action == "start":
-        info = broker.ensure(args.data_dir)
-    elif args.broker_action == "stop":
+    if args.broker_action == "stop":
         stopped = broker.stop(args.data_dir)
         print("stopped" if stopped is not None and stopped.pid else "no broker was running")
         return 0
-    else:
-        found = broker.status(args.data_dir.resolve())
-        if found is None:
-            print(f"no broker in {args.data_dir.resolve()}")
-            return 1
-        info = found
+    found = (
+        broker.ensure(args.data_dir)
+        if args.broker_action == "start"
+        else broker.status(args.data_dir.resolve())
+    )
+    if found is None:
+        print(f"no broker in {args.data_dir.resolve()}")
+        return 1
+    info = found
     state = "running" if info.running else "not running"
     print(f"{info.url} pid {info.pid} {state} (data in {info.data_dir})")
     return 0 if info.running else 1

@@ -37,7 +37,9 @@ async def list_dead_letters(js: JetStreamContext, limit: int = 100) -> list[Dead
     except NotFoundError:
         return []
     found: list[DeadLetter] = []
-    seq = info.state.first_seq
+    if info.state.messages == 0:
+        return found
+    seq = max(1, info.state.first_seq)
     while seq <= info.state.last_seq and len(found) < limit:
         letter = await _get(js, seq)
         if letter is not None:

@@ -26,8 +26,8 @@ import uvicorn
 from billing_gateway import Gateway, to_micros
 from billing_gateway.billing.api import create_app
 from billing_gateway.billing.client import BillingClient
-from billing_gateway.billing.dispatcher import Dispatcher
 from billing_gateway.billing.store import BillingStore
+from billing_gateway.billing.workers.dispatcher import Dispatcher
 from billing_gateway.consumer import EventConsumer
 from billing_gateway.natsd import EmbeddedNats, free_port
 from billing_gateway.stream import ensure_stream

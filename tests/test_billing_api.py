@@ -4,6 +4,8 @@ SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
 
@@ -20,6 +22,8 @@ from billing_gateway.billing.client import (
     Unauthorized,
     Unprocessable,
 )
+from billing_gateway.billing.schema import WRITE, tables
+from billing_gateway.billing.wire import Subscription
 
 from .conftest import Service
 
@@ -260,3 +264,32 @@ def test_outbox_metrics(service: Service) -> None:
     assert 'billing_outbox_events{status="pending"} 2' in text  # customer + subscription, not dispatched
     assert 'billing_outbox_events{status="dead"} 0' in text
     assert "billing_outbox_oldest_pending_seconds" in text
+
+
+def test_a_request_waiting_on_the_database_does_not_stall_the_others(service: Service) -> None:
+    """A PATCH waiting for a row (or, on SQLite, the write lock) another transaction holds
+    runs on a worker thread: the API goes on answering other requests meanwhile."""
+    _, sub_id = setup(service)
+    subs = tables["subscriptions"]
+
+    def patch_budget() -> Subscription:
+        with service.client() as c:
+            return c.update_subscription(sub_id, total_budget="5")
+
+    with service.store.engine.connect() as conn, ThreadPoolExecutor(1) as pool:
+        conn.execution_options(**{WRITE: True})  # SQLite: take the write lock
+        with conn.begin():
+            conn.execute(
+                subs.update().where(subs.c.id == sub_id).values(status="active")
+            )  # PostgreSQL: the row
+            stuck = pool.submit(patch_budget)
+            time.sleep(0.3)
+            assert not stuck.done(), "the PATCH waits for the lock"
+            started = time.monotonic()
+            plans = httpx.get(
+                f"{service.url}/api/v1/plans",
+                headers={"Authorization": f"Bearer {service.admin_key}"},
+                timeout=2,
+            )
+            assert plans.status_code == 200 and time.monotonic() - started < 1.0
+        assert stuck.result(timeout=10).total_budget == Decimal("5"), "and goes on once the lock is free"

@@ -19,9 +19,9 @@ import pytest
 import sqlalchemy as sa
 from billing_gateway.billing.api import SCOPES
 from billing_gateway.billing.client import BillingClient
-from billing_gateway.billing.dispatcher import Dispatcher
 from billing_gateway.billing.schema import tables
 from billing_gateway.billing.store import BillingStore
+from billing_gateway.billing.workers.dispatcher import Dispatcher
 from billing_gateway.natsd import EmbeddedNats, free_port
 from billing_gateway.stream import EVENTS_STREAM, ensure_stream
 

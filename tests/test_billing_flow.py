@@ -23,10 +23,10 @@ import nats
 import pytest
 import sqlalchemy as sa
 from billing_gateway import Gateway, to_micros
-from billing_gateway.billing.dispatcher import Dispatcher
-from billing_gateway.billing.ingest import UsageIngestor
 from billing_gateway.billing.schema import tables
 from billing_gateway.billing.store import BillingStore
+from billing_gateway.billing.workers.dispatcher import Dispatcher
+from billing_gateway.billing.workers.ingest import UsageIngestor
 from billing_gateway.consumer import EventConsumer
 from billing_gateway.events import encode_event
 from billing_gateway.models import UsageRecord
@@ -306,7 +306,7 @@ def test_a_broker_outage_longer_than_the_retry_budget_parks_nothing(
     every row is published after the restart, none is dead, in outbox order, with one log line
     for the outage and one for the recovery."""
     populate(store, customers=3)
-    caplog.set_level(logging.INFO, logger="billing_gateway.billing.dispatcher")
+    caplog.set_level(logging.INFO, logger="billing_gateway.billing.workers.dispatcher")
 
     async def body() -> None:
         nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
@@ -332,7 +332,7 @@ def test_a_broker_outage_longer_than_the_retry_budget_parks_nothing(
         await nc.close()
 
     run(body())
-    records = [r for r in caplog.records if r.name == "billing_gateway.billing.dispatcher"]
+    records = [r for r in caplog.records if r.name == "billing_gateway.billing.workers.dispatcher"]
     lines = [r.getMessage() for r in records]
     assert len(lines) == 2 and not [r for r in records if r.exc_info], lines
     assert lines[0].startswith("broker unreachable since "), lines
@@ -417,7 +417,7 @@ def test_the_dispatch_command_rides_out_a_broker_outage(tmp_path: Path, nats_ser
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     logged = log_path.read_text().splitlines()
-    lines = [line for line in logged if "logger=billing_gateway.billing.dispatcher" in line]
+    lines = [line for line in logged if "logger=billing_gateway.billing.workers.dispatcher" in line]
     assert len(lines) == 2, lines
     assert "broker unreachable since" in lines[0] and "broker back after" in lines[1], lines
 
@@ -435,7 +435,7 @@ def test_an_unavailable_outbox_database_is_logged_once_each_way(
 ) -> None:
     """Another session holds the outbox table locked past the dispatcher's lock timeout: every
     dispatcher query fails for two seconds. One line when it goes, one when it is back."""
-    caplog.set_level(logging.INFO, logger="billing_gateway.billing.dispatcher")
+    caplog.set_level(logging.INFO, logger="billing_gateway.billing.workers.dispatcher")
     with store.engine.connect() as conn:
         schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
     impatient = BillingStore.open(
@@ -474,7 +474,7 @@ def test_an_unavailable_outbox_database_is_logged_once_each_way(
     finally:
         released.set()
         impatient.engine.dispose()
-    records = [r for r in caplog.records if r.name == "billing_gateway.billing.dispatcher"]
+    records = [r for r in caplog.records if r.name == "billing_gateway.billing.workers.dispatcher"]
     lines = [r.getMessage() for r in records]
     assert len(lines) == 2 and not [r for r in records if r.exc_info], lines
     assert lines[0].startswith("outbox database unreachable since") and "lock timeout" in lines[0], lines
@@ -487,7 +487,7 @@ def test_a_wiped_broker_store_gets_its_stream_back_and_nothing_goes_dead(
     """The broker is stopped, its store emptied, and restarted: the stream is gone. The
     dispatcher creates it again (one warning) instead of parking every later event as dead."""
     populate(store, customers=2)
-    caplog.set_level(logging.INFO, logger="billing_gateway.billing.dispatcher")
+    caplog.set_level(logging.INFO, logger="billing_gateway.billing.workers.dispatcher")
 
     async def body() -> None:
         nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
@@ -516,3 +516,78 @@ def test_a_wiped_broker_store_gets_its_stream_back_and_nothing_goes_dead(
     run(body())
     created = [r.getMessage() for r in caplog.records if "created BILLING_EVENTS" in r.getMessage()]
     assert len(created) == 1, created
+
+
+def _usage_payload(store: BillingStore, sub: str, key: str, amount: int = 1_000) -> bytes:
+    start = store.get_subscription(sub).period_start  # type: ignore[union-attr]
+    return encode_event(usage_event(UsageRecord("cus", sub, amount, start, key)))
+
+
+def test_the_usage_ingestor_survives_a_wiped_broker_store(
+    store: BillingStore, nats_server: EmbeddedNats, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker is stopped, its store emptied, and restarted: the stream and the durable
+    consumer are gone. The ingestor creates both again (one line each way) and records the
+    usage published afterwards, instead of dying."""
+    (sub,) = populate(store, customers=1)
+    caplog.set_level(logging.INFO, logger="billing_gateway.billing.workers.ingest")
+
+    async def body() -> None:
+        nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+        js = nc.jetstream()
+        await ensure_stream(js)
+        ingestor = UsageIngestor(store, js)
+        stop = asyncio.Event()
+        running = asyncio.create_task(ingestor.run(stop, retry_s=0.1))
+        await js.publish("billing.events.usage.reported", _usage_payload(store, sub, "before"))
+        await _until(lambda: ingestor.recorded == 1)
+        nats_server.stop()
+        shutil.rmtree(nats_server.data_dir / "jetstream")
+        nats_server.start()
+        await _until(lambda: nc.is_connected)
+        await _until(lambda: "is back" in caplog.text or running.done())
+        assert not running.done(), running.exception()
+        await js.publish("billing.events.usage.reported", _usage_payload(store, sub, "after"))
+        await _until(lambda: ingestor.recorded == 2)
+        stop.set()
+        await running
+        await nc.close()
+
+    run(body())
+    assert sorted(_usage(store)) == [1_000, 1_000]
+    lines = [r.getMessage() for r in caplog.records if r.name == "billing_gateway.billing.workers.ingest"]
+    assert len(lines) == 2, lines
+    assert "unavailable" in lines[0] and "is back" in lines[1], lines
+
+
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)
+def test_an_unavailable_database_is_logged_once_by_the_usage_ingestor(
+    store: BillingStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Usage redelivered again and again while the database is unavailable (its table held
+    locked past the lock timeout) is one warning, and its return one line."""
+    (sub,) = populate(store, customers=1)
+    caplog.set_level(logging.INFO, logger="billing_gateway.billing.workers.ingest")
+    with store.engine.connect() as conn:
+        schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
+    impatient = BillingStore.open(
+        POSTGRES_URL, connect_args={"options": f"-csearch_path={schema} -clock_timeout=50"}
+    )
+    ingestor = UsageIngestor(impatient, None)  # type: ignore[arg-type]  # ingest() needs no broker
+    payloads = [_usage_payload(store, sub, f"k{i}") for i in range(3)]
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("LOCK TABLE usage_records IN ACCESS EXCLUSIVE MODE"))
+            for _ in range(3):  # each message redelivered three times
+                refused = [ingestor.ingest(p) for p in payloads]
+                assert refused == [False] * 3
+        assert [ingestor.ingest(p) for p in payloads] == [True] * 3
+    finally:
+        impatient.engine.dispose()
+    assert ingestor.recorded == 3
+    lines = [r.getMessage() for r in caplog.records if r.name == "billing_gateway.billing.workers.ingest"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("usage not recorded: database unavailable") and "lock timeout" in lines[0], (
+        lines
+    )
+    assert lines[1] == "usage recorded again: the database is back", lines

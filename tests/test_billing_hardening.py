@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from billing_gateway import ApplyOutcome, Gateway, Reason
 from billing_gateway.billing.client import Conflict, Forbidden, Unprocessable
 from billing_gateway.billing.domain import Invalid as BillingInvalid
-from billing_gateway.billing.ingest import UsageIngestor
 from billing_gateway.billing.schema import tables
+from billing_gateway.billing.workers.ingest import UsageIngestor
 
 from .conftest import NOW, Service
 from .test_billing_api import setup

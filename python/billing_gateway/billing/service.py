@@ -1,4 +1,5 @@
-"""``billing-gateway billing serve`` and ``billing dispatch``: the service's processes.
+"""``billing-gateway billing serve`` and ``billing dispatch``: the service's processes, wired
+from the API (:mod:`.api`) and the workers (:mod:`.workers`).
 
 ``serve`` runs, in one process: the REST API (uvicorn), the outbox dispatcher, the
 billing-cycle scheduler and the usage ingestion. ``dispatch`` runs the dispatcher
@@ -25,9 +26,8 @@ from billing_gateway.connection import connect_when_up
 from billing_gateway.stream import ensure_stream
 
 from .api import create_app
-from .dispatcher import Dispatcher
-from .ingest import UsageIngestor
 from .store import BillingStore
+from .workers import Dispatcher, UsageIngestor, run_cycles
 
 __all__ = ["ServiceOptions", "dispatch", "serve"]
 
@@ -96,29 +96,6 @@ async def _supervised(name: str, run: Callable[[], Awaitable[None]], stop: async
             delay = min(delay * 2, 30.0)
 
 
-async def _cycles(store: BillingStore, stop: asyncio.Event, every_s: float, auto_pay: bool) -> None:
-    failing = False
-    while not stop.is_set():
-        try:
-            closed = store.close_due_cycles(auto_pay=auto_pay)
-            if closed:
-                log.info("closed %d billing cycles", len(closed))
-            if failing:
-                log.info("closing billing cycles works again")
-            failing = False
-        except Exception as exc:
-            if not failing:
-                log.error(
-                    "closing billing cycles failed (%s: %s); retrying every %.1fs",
-                    type(exc).__name__,
-                    exc,
-                    every_s,
-                )
-            failing = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_s)
-
-
 def serve(options: ServiceOptions) -> int:
     def loops(store: BillingStore, js: JetStreamContext, stop: asyncio.Event) -> Loops:
         config = uvicorn.Config(
@@ -143,7 +120,7 @@ def serve(options: ServiceOptions) -> int:
         return [
             ("the API", api),
             ("the dispatcher", lambda: dispatcher.run(stop)),
-            ("the cycle scheduler", lambda: _cycles(store, stop, options.cycle_every_s, options.auto_pay)),
+            ("the cycle scheduler", lambda: run_cycles(store, stop, options.cycle_every_s, options.auto_pay)),
             ("the usage ingestion", lambda: ingestor.run(stop)),
         ]
 

@@ -44,10 +44,9 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 from sqlalchemy.engine import Connection
 
+from billing_gateway.billing.schema import tables
+from billing_gateway.billing.store import BillingStore
 from billing_gateway.stream import EVENTS_STREAM, ensure_stream, event_subject
-
-from .schema import tables
-from .store import BillingStore
 
 __all__ = ["Dispatcher", "DispatcherStats"]
 

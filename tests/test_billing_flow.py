@@ -591,3 +591,39 @@ def test_an_unavailable_database_is_logged_once_by_the_usage_ingestor(
         lines
     )
     assert lines[1] == "usage recorded again: the database is back", lines
+
+
+def test_the_dispatcher_wakes_when_an_outbox_row_commits(
+    store: BillingStore, nats_server: EmbeddedNats
+) -> None:
+    """With a fallback poll of a minute, a committed row is still published at once: the
+    store wakes the dispatcher in process; on PostgreSQL, ``NOTIFY`` also wakes it for
+    another process's commit (here another engine, which the in-process signal cannot reach)."""
+    other: BillingStore | None = None
+    if store.engine.dialect.name == "postgresql":
+        with store.engine.connect() as conn:
+            schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
+        other = BillingStore.open(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
+
+    async def body() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await ensure_stream(js)
+        dispatcher = Dispatcher(store, js)
+        stop = asyncio.Event()
+        running = asyncio.create_task(dispatcher.run(stop, idle_s=60.0))
+        await asyncio.sleep(0.3)  # idle, and listening
+        for writer in [store, other] if other is not None else [store]:
+            for i in range(3):
+                before = dispatcher.stats.published
+                await asyncio.to_thread(writer.create_customer, f"C{i}", "c@x.io")
+                await _until(lambda: dispatcher.stats.published > before, timeout=1.0)  # noqa: B023
+        stop.set()
+        await running
+        await nc.close()
+
+    try:
+        run(body())
+    finally:
+        if other is not None:
+            other.engine.dispose()

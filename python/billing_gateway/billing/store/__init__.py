@@ -23,6 +23,7 @@ from .base import insert_new, open_engine
 from .customers import Customers
 from .cycles import Cycles
 from .keys import ApiKeys
+from .outbox import OUTBOX_CHANNEL
 from .records import (
     CustomerRow,
     InvoiceLineRow,
@@ -36,6 +37,7 @@ from .records import (
 from .usage import Usage
 
 __all__ = [
+    "OUTBOX_CHANNEL",
     "BillingError",
     "BillingStore",
     "Conflict",

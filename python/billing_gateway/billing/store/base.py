@@ -20,7 +20,10 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from billing_gateway.billing.domain import NotFound
 from billing_gateway.billing.schema import WRITE, migrate
 
-__all__ = ["StoreBase", "insert_new", "load", "new_id", "open_engine", "utc"]
+__all__ = ["OUTBOX_WRITTEN", "StoreBase", "insert_new", "load", "new_id", "open_engine", "utc"]
+
+OUTBOX_WRITTEN = "billing_outbox_written"
+"""``Connection.info`` key: the transaction in progress wrote outbox rows."""
 
 R = TypeVar("R", bound=msgspec.Struct)
 
@@ -104,6 +107,13 @@ class StoreBase:
         self.engine = engine
         self.clock = clock or (lambda: datetime.now(UTC))
         self._tx: ContextVar[Connection | None] = ContextVar(f"billing_tx_{id(self)}", default=None)
+        self._outbox_listeners: list[Callable[[], object]] = []
+
+    def on_outbox_commit(self, listener: Callable[[], object]) -> Callable[[], None]:
+        """Calls ``listener`` (from the committing thread) after every commit of this store
+        that wrote outbox rows; returns what removes it."""
+        self._outbox_listeners.append(listener)
+        return lambda: self._outbox_listeners.remove(listener)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -117,12 +127,18 @@ class StoreBase:
             return
         with self.engine.connect() as conn:
             conn.execution_options(**{WRITE: True})
-            with conn.begin():
-                token = self._tx.set(conn)
-                try:
-                    yield conn
-                finally:
-                    self._tx.reset(token)
+            try:
+                with conn.begin():
+                    token = self._tx.set(conn)
+                    try:
+                        yield conn
+                    finally:
+                        self._tx.reset(token)
+            finally:
+                written = conn.info.pop(OUTBOX_WRITTEN, False)
+        if written:  # committed: wake the dispatchers
+            for listener in list(self._outbox_listeners):
+                listener()
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Connection]:

@@ -14,10 +14,14 @@ from billing_gateway.billing.domain import Invalid
 from billing_gateway.billing.schema import billing_events
 from billing_gateway.errors import InvalidEvent
 
-from .base import StoreBase, new_id, utc
+from .base import OUTBOX_WRITTEN, StoreBase, new_id, utc
 from .records import OutboxState
 
-__all__ = ["Envelope", "Outbox", "envelope"]
+__all__ = ["OUTBOX_CHANNEL", "Envelope", "Outbox", "envelope"]
+
+OUTBOX_CHANNEL = "billing_outbox"
+"""PostgreSQL: every transaction that writes outbox rows sends ``NOTIFY billing_outbox``
+(delivered when it commits), so dispatchers in other processes wake at once."""
 
 
 class Envelope(TypedDict):
@@ -55,6 +59,10 @@ class Outbox(StoreBase):
         except InvalidEvent as exc:
             raise Invalid(f"the change would emit an event gateways cannot apply: {exc}") from None
         now = self.clock()
+        if not conn.info.get(OUTBOX_WRITTEN):
+            conn.info[OUTBOX_WRITTEN] = True
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"NOTIFY {OUTBOX_CHANNEL}")
         conn.execute(
             billing_events.insert().values(
                 event_id=event.event_id,

@@ -26,6 +26,13 @@ A failed publish is one of two things:
 
 An unreachable database is handled the same way: one line when it goes, one when it
 is back, capped exponential retries in between.
+
+The dispatcher wakes as soon as an outbox row commits instead of polling for it: in
+process, the store tells it after every commit that wrote to the outbox; on PostgreSQL
+the writing transaction also sends ``NOTIFY billing_outbox``, which the dispatcher
+LISTENs for on a connection of its own, so rows written by other processes wake it
+too. ``idle_s`` remains as a slow fallback poll (rows due later, SQLite writers in
+other processes). Its database work runs on worker threads, never on the event loop.
 """
 
 from __future__ import annotations
@@ -34,10 +41,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 import sqlalchemy as sa
 from nats.errors import BadHeaderError, BadSubjectError, MaxPayloadError
 from nats.js import JetStreamContext
@@ -45,12 +54,13 @@ from nats.js.errors import APIError, NoStreamResponseError, NotFoundError, Servi
 from sqlalchemy.engine import Connection
 
 from billing_gateway.billing.schema import tables
-from billing_gateway.billing.store import BillingStore
+from billing_gateway.billing.store import OUTBOX_CHANNEL, BillingStore
 from billing_gateway.stream import EVENTS_STREAM, ensure_stream, event_subject
 
 __all__ = ["Dispatcher", "DispatcherStats"]
 
 log = logging.getLogger(__name__)
+_R = TypeVar("_R")
 T = tables["billing_events"]
 ROW = (T.c.seq, T.c.event_id, T.c.event_type, T.c.payload, T.c.attempts)
 
@@ -157,30 +167,76 @@ class Dispatcher:
         self.stats = DispatcherStats()
         self.broker = _Outage("broker", backoff_s, max_retry_interval_s)
         self.database = _Outage("outbox database", backoff_s, max_retry_interval_s)
+        self._broker_down_s = 0.0
 
     async def dispatch_once(self) -> int:
         """Publishes up to ``batch`` due rows (only the oldest while the broker is
         unreachable); returns how many were published or rejected."""
         limit = 1 if self.broker.down else self.batch
         started = time.monotonic()
-        if self.store.engine.dialect.name == "postgresql":
-            with self.store.engine.begin() as conn:
-                rows = self._select_due(conn, limit)
+        if self.store.engine.dialect.name == "postgresql":  # claimed and marked in one transaction
+            conn = await asyncio.to_thread(self.store.engine.connect)
+            try:
+                tx = await asyncio.to_thread(conn.begin)
+                rows = await asyncio.to_thread(self._select_due, conn, limit)
                 results = await self._publish_all(rows)
-                self._mark(conn, rows, results)
+                await asyncio.to_thread(self._mark, conn, rows, results)
+                await asyncio.to_thread(tx.commit)
+            finally:
+                await asyncio.to_thread(conn.close)  # rolls back what was not committed
         else:
-            with self.store.engine.begin() as conn:
-                rows = self._lease_due(conn, limit)
+            rows = await asyncio.to_thread(self._in_transaction, self._lease_due, limit)
             results = await self._publish_all(rows)
-            with self.store.engine.begin() as conn:
-                self._mark(conn, rows, results)
-        self._track_broker(results, started)
+            await asyncio.to_thread(self._in_transaction, self._mark, rows, results)
+        if self._track_broker(results, started):
+            waiting = (await asyncio.to_thread(self.store.outbox_state)).counts.get("pending", 0)
+            log.info("broker back after %.1f s; %d rows waiting", self._broker_down_s, waiting)
         return sum(1 for r in results if r is None or r.counted)
 
+    def _in_transaction(self, work: Callable[..., _R], *args: Any) -> _R:
+        with self.store.engine.begin() as conn:
+            return work(conn, *args)
+
     async def run(self, stop: asyncio.Event, idle_s: float = 0.2) -> None:
-        """Dispatches until ``stop`` is set, pausing ``idle_s`` whenever nothing is due,
-        and longer (capped exponential) while the broker or the database is unreachable."""
+        """Dispatches until ``stop`` is set. Nothing due, it waits for an outbox commit (or
+        ``idle_s`` at most); longer (capped exponential) while the broker or the database is
+        unreachable."""
+        wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        unsubscribe = self.store.on_outbox_commit(lambda: loop.call_soon_threadsafe(wake.set))
+        listener = (
+            asyncio.create_task(self._listen(wake, stop))
+            if self.store.engine.dialect.name == "postgresql"
+            else None
+        )
+        try:
+            await self._run(stop, wake, idle_s)
+        finally:
+            unsubscribe()
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+
+    async def _listen(self, wake: asyncio.Event, stop: asyncio.Event) -> None:
+        """Sets ``wake`` on every ``NOTIFY`` of the outbox channel (other processes' commits),
+        on a connection of its own; reconnects after a failure, the fallback poll covering
+        the gap."""
+        url = self.store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
+                    wake.set()  # whatever committed before we listened
+                    async for _ in conn.notifies():
+                        wake.set()
+            except psycopg.Error:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.database.delay_s or 1.0)
+
+    async def _run(self, stop: asyncio.Event, wake: asyncio.Event, idle_s: float) -> None:
+        while not stop.is_set():
+            wake.clear()
             started = time.monotonic()
             try:
                 handled = await self.dispatch_once()
@@ -197,8 +253,11 @@ class Dispatcher:
                     self.broker.delay_s if self.broker.down else 0.0,
                     self.database.delay_s if self.database.down else 0.0,
                 )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), pause)
+                if self.broker.down or self.database.down:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), pause)
+                else:
+                    await _first(stop, wake, timeout=pause)
 
     # ---- claiming -------------------------------------------------------------------------
 
@@ -292,17 +351,19 @@ class Dispatcher:
         )
         return _Failure(f"{missing}; created it", counted=False)
 
-    def _track_broker(self, results: list[_Failure | None], started: float) -> None:
+    def _track_broker(self, results: list[_Failure | None], started: float) -> bool:
+        """Whether the broker just came back (after ``_broker_down_s``)."""
         if not results:
-            return
+            return False
         unreachable = [r for r in results if r is not None and not r.reachable]
         if len(unreachable) == len(results):
             self.broker.failed(unreachable[0].error, started)
-            return
+            return False
         down_s = self.broker.recovered()  # any answer, ack or verdict, means it is reachable
-        if down_s is not None:
-            waiting = self.store.outbox_state().counts.get("pending", 0)
-            log.info("broker back after %.1f s; %d rows waiting", down_s, waiting)
+        if down_s is None:
+            return False
+        self._broker_down_s = down_s
+        return True
 
     # ---- marking --------------------------------------------------------------------------
 
@@ -344,6 +405,16 @@ class Dispatcher:
         """Rows by status (``pending``, ``published``, ``dead``)."""
         counts: dict[str, int] = self.store.outbox_state().counts
         return counts
+
+
+async def _first(stop: asyncio.Event, wake: asyncio.Event, timeout: float) -> None:
+    """Returns when ``stop`` or ``wake`` is set, or after ``timeout``."""
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def _backoff(first_s: float, max_s: float, failures: int) -> float:

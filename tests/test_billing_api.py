@@ -12,7 +12,7 @@ from decimal import Decimal
 import httpx
 import msgspec
 import pytest
-from billing_gateway import ApplyOutcome, Gateway, decode_event, to_micros
+from billing_gateway import ApplyOutcome, Gateway, decode_event, events, to_micros
 from billing_gateway.billing.api import SCOPES
 from billing_gateway.billing.client import (
     AsyncBillingClient,
@@ -293,3 +293,31 @@ def test_a_request_waiting_on_the_database_does_not_stall_the_others(service: Se
             )
             assert plans.status_code == 200 and time.monotonic() - started < 1.0
         assert stuck.result(timeout=10).total_budget == Decimal("5"), "and goes on once the lock is free"
+
+
+def test_billing_s_own_events_are_typed_and_gateways_ignore_them(service: Service) -> None:
+    """``customer.created`` and ``invoice.created`` are typed structs on the way out, on the
+    same wire as before; a gateway ignores them, and ``decode_event`` reads them as unknown."""
+    customer_id, sub_id = setup(service)
+    with service.client() as c:
+        end = c.get_subscription(sub_id).period_end
+    (invoice,) = service.store.close_due_cycles(auto_pay=False, now=end)
+    own = [
+        p
+        for _, p in service.store.list_events()
+        if msgspec.json.decode(p)["event_type"] in {"customer.created", "invoice.created"}
+    ]
+    created, invoiced = (msgspec.json.decode(p, type=events.BillingEvent) for p in own)
+    assert isinstance(created, events.CustomerCreated) and created.data == events.CustomerCreatedData(
+        customer_id, "Acme", "ops@acme.io", None
+    )
+    assert isinstance(invoiced, events.InvoiceCreated) and invoiced.data == events.InvoiceCreatedData(
+        invoice.id, sub_id, customer_id, "29"
+    )
+    assert msgspec.json.decode(own[0])["data"] == {
+        "id": customer_id, "name": "Acme", "email": "ops@acme.io", "stripe_customer_id": None
+    }  # fmt: skip
+    gw = Gateway()
+    for payload in own:
+        assert isinstance(decode_event(payload), events.UnknownEvent)
+        assert gw.apply(payload) == ApplyOutcome.IGNORED

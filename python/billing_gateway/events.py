@@ -26,7 +26,12 @@ from .models import RoutingPolicy, UsageRecord, UtcDatetime
 
 __all__ = [
     "EVENT_TYPES",
+    "BillingEvent",
+    "CustomerCreated",
+    "CustomerCreatedData",
     "Event",
+    "InvoiceCreated",
+    "InvoiceCreatedData",
     "InvoicePaid",
     "InvoicePaidData",
     "InvoicePaymentFailed",
@@ -146,6 +151,36 @@ class UsageReported(_Envelope, frozen=True, kw_only=True, tag="usage.reported"):
     data: UsageRecord
 
 
+class CustomerCreatedData(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    email: str
+    stripe_customer_id: str | None = None
+
+
+class CustomerCreated(_Envelope, frozen=True, kw_only=True, tag="customer.created"):
+    data: CustomerCreatedData
+
+
+class InvoiceCreatedData(msgspec.Struct, frozen=True):
+    invoice_id: str
+    subscription_id: str
+    customer_id: str
+    total: str
+    """The invoice's total, a decimal string (``"29.5"``)."""
+
+
+class InvoiceCreated(_Envelope, frozen=True, kw_only=True, tag="invoice.created"):
+    data: InvoiceCreatedData
+
+
+BillingEvent = CustomerCreated | InvoiceCreated
+"""Billing's own events, typed for the service that emits them. A gateway has nothing to
+apply in them: they are valid events of types it ignores (``ApplyOutcome.IGNORED``), and
+:func:`decode_event` reads them as :class:`UnknownEvent`, as it reads any type outside
+:data:`EVENT_TYPES`."""
+
+
 class UnknownEvent(_EnvelopeFields, frozen=True, kw_only=True):
     """An event whose type this version does not know; kept whole, skipped by the gateway."""
 
@@ -215,13 +250,13 @@ def decode_event(raw: bytes | str) -> Event | UnknownEvent:
         raise InvalidEvent(_message(exc)) from None
 
 
-def encode_event(event: Event | UnknownEvent) -> bytes:
+def encode_event(event: Event | BillingEvent | UnknownEvent) -> bytes:
     """Encodes an event struct as JSON (amounts as JSON numbers, exactly).
 
     Raises :class:`InvalidEvent` naming the field when the result is not a valid event
     (an id longer than 256 bytes, a negative amount, ...): nothing unappliable leaves here.
     """
-    if not isinstance(event, (*_KNOWN, UnknownEvent)):
+    if not isinstance(event, (*_KNOWN, CustomerCreated, InvoiceCreated, UnknownEvent)):
         raise TypeError(f"expected a billing_gateway.events struct, not {type(event).__name__}")
     try:
         encoded = _encoder.encode(event)

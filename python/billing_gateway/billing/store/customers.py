@@ -22,9 +22,9 @@ class Customers(Outbox):
             conn.execute(customers.insert().values(
                 id=customer.id, name=name, email=email, stripe_customer_id=stripe_customer_id, created_at=now
             ))  # fmt: skip
-            data = {"id": customer.id, "name": name, "email": email, "stripe_customer_id": stripe_customer_id}
-            event = events.UnknownEvent(
-                event_type="customer.created", data=data, **envelope(now, customer.id, correlation_id)
+            event = events.CustomerCreated(
+                data=events.CustomerCreatedData(customer.id, name, email, stripe_customer_id),
+                **envelope(now, customer.id, correlation_id),
             )
             self._emit(conn, event, customer.id)
         return customer

@@ -106,14 +106,13 @@ class Cycles(Invoices):
             [{"invoice_id": invoice.id, **msgspec.structs.asdict(line)} for line in lines],
         )
         conn.execute(usage.update().where(in_period).values(invoice_id=invoice.id))
-        created = events.UnknownEvent(
-            event_type="invoice.created",
-            data={
-                "invoice_id": invoice.id,
-                "subscription_id": subscription_id,
-                "customer_id": sub.customer_id,
-                "total": str(from_micros(invoice.total)),
-            },
+        created = events.InvoiceCreated(
+            data=events.InvoiceCreatedData(
+                invoice_id=invoice.id,
+                subscription_id=subscription_id,
+                customer_id=sub.customer_id,
+                total=str(from_micros(invoice.total)),
+            ),
             **envelope(self.clock(), sub.customer_id, f"cycle:{subscription_id}"),
         )
         self._emit(conn, created, sub.customer_id)

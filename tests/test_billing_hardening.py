@@ -13,6 +13,7 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 from billing_gateway import ApplyOutcome, Gateway, Reason
+from billing_gateway.billing import domain, wire
 from billing_gateway.billing.client import Conflict, Forbidden, Unprocessable
 from billing_gateway.billing.domain import Invalid as BillingInvalid
 from billing_gateway.billing.schema import tables
@@ -416,3 +417,17 @@ def test_budget_events_carry_only_each_customers_current_subscription(service: S
 def decode(e: bytes) -> dict[str, Any]:
     doc: dict[str, Any] = msgspec.json.decode(e)
     return doc
+
+
+def test_subscription_statuses_are_defined_once() -> None:
+    """The domain's statuses are the store's and the API's: every status has its transitions,
+    and a request may ask for exactly the statuses a transition leads to."""
+    assert set(domain.TRANSITIONS) == set(domain.STATUSES)
+    assert set().union(*domain.TRANSITIONS.values()) == set(domain.REQUESTABLE_STATUSES)
+    for status in domain.STATUSES:
+        try:
+            msgspec.convert({"status": status}, wire.SubscriptionPatch)
+        except msgspec.ValidationError:
+            assert status not in domain.REQUESTABLE_STATUSES
+        else:
+            assert status in domain.REQUESTABLE_STATUSES

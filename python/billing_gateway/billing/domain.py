@@ -15,17 +15,22 @@ an error for that one subscription instead of an overflow.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal, get_args
 
 __all__ = [
     "LIVE_STATUSES",
     "MAX_AMOUNT",
     "MAX_KEY",
     "MAX_MICROS",
+    "REQUESTABLE_STATUSES",
+    "STATUSES",
     "TRANSITIONS",
     "BillingError",
     "Conflict",
     "Invalid",
     "NotFound",
+    "RequestableStatus",
+    "SubscriptionStatus",
     "check_amount",
     "check_key",
     "checked",
@@ -57,7 +62,15 @@ class Invalid(BillingError):
 
 # ---- the subscription lifecycle -------------------------------------------------------------
 
-TRANSITIONS: dict[str, frozenset[str]] = {
+SubscriptionStatus = Literal["trialing", "active", "past_due", "canceled"]
+"""Every status a billing subscription has: the one definition (the store's rows, the API)."""
+RequestableStatus = Literal["active", "past_due", "canceled"]
+"""The statuses a request may ask for: every one a transition leads to (a trial is only
+ever started by creating a subscription)."""
+STATUSES: tuple[SubscriptionStatus, ...] = get_args(SubscriptionStatus)
+REQUESTABLE_STATUSES: tuple[RequestableStatus, ...] = get_args(RequestableStatus)
+
+TRANSITIONS: dict[SubscriptionStatus, frozenset[RequestableStatus]] = {
     "trialing": frozenset({"active", "past_due", "canceled"}),
     "active": frozenset({"past_due", "canceled"}),
     "past_due": frozenset({"active", "canceled"}),
@@ -68,7 +81,7 @@ LIVE_STATUSES = tuple(status for status, onward in TRANSITIONS.items() if onward
 """Statuses that may still change: they spend, and are invoiced at the end of their period."""
 
 
-def may_become(current: str, status: str) -> bool:
+def may_become(current: SubscriptionStatus, status: str) -> bool:
     return status in TRANSITIONS[current]
 
 
@@ -78,7 +91,7 @@ def require_live(subscription_id: str, current: str) -> None:
         raise Conflict(f"subscription {subscription_id} is {current}: it cannot change any more")
 
 
-def require_transition(subscription_id: str, current: str, status: str) -> None:
+def require_transition(subscription_id: str, current: SubscriptionStatus, status: str) -> None:
     require_live(subscription_id, current)
     if not may_become(current, status):
         raise Conflict(f"subscription {subscription_id} cannot go from {current} to {status}")

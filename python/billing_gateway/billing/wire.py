@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
+
+from .domain import RequestableStatus
 
 __all__ = [
     "ID_PATTERN",
@@ -103,7 +105,7 @@ class SubscriptionPatch(msgspec.Struct, forbid_unknown_fields=True):
 
     plan_id: Id | None = None
     total_budget: Money | None = None
-    status: Literal["active", "past_due", "canceled"] | None = None
+    status: RequestableStatus | None = None
 
 
 class Subscription(msgspec.Struct):

@@ -6,6 +6,8 @@ from datetime import datetime
 
 import msgspec
 
+from billing_gateway.billing.domain import SubscriptionStatus
+
 __all__ = [
     "CustomerRow",
     "InvoiceLineRow",
@@ -52,7 +54,7 @@ class SubscriptionRow(msgspec.Struct, frozen=True):
     id: str
     customer_id: str
     plan_id: str
-    status: str
+    status: SubscriptionStatus
     total_budget: int
     period_start: datetime
     period_end: datetime

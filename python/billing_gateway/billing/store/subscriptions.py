@@ -38,7 +38,7 @@ def _created(sub: SubscriptionRow, plan: PlanRow, env: Envelope) -> events.Subsc
             currency=plan.currency,
             period_start=sub.period_start,
             period_end=sub.period_end,
-            status=sub.status,  # type: ignore[arg-type]
+            status=sub.status,
         ),
         **env,
     )

@@ -4,6 +4,8 @@ SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -16,6 +18,7 @@ from billing_gateway import ApplyOutcome, Gateway, decode_event, events, to_micr
 from billing_gateway.billing.api import SCOPES
 from billing_gateway.billing.client import (
     AsyncBillingClient,
+    BillingClient,
     Conflict,
     Forbidden,
     NotFound,
@@ -321,3 +324,24 @@ def test_billing_s_own_events_are_typed_and_gateways_ignore_them(service: Servic
     for payload in own:
         assert isinstance(decode_event(payload), events.UnknownEvent)
         assert gw.apply(payload) == ApplyOutcome.IGNORED
+
+
+@pytest.mark.parametrize("suffix", ["", "/", "/api/v1", "/api/v1/"])
+def test_the_client_takes_the_origin_or_the_api_root(service: Service, suffix: str) -> None:
+    with BillingClient(service.url + suffix, service.admin_key, retries=0) as c:
+        assert c.list_plans() == []
+        assert c.create_customer("Acme", "ops@acme.io").name == "Acme"
+
+
+def test_the_client_is_importable_without_the_service() -> None:
+    """``billing_gateway.billing`` gives the clients without loading the web framework or
+    the database layer (a fresh interpreter)."""
+    code = (
+        "import sys\n"
+        "from billing_gateway.billing import AsyncBillingClient, BillingClient\n"
+        "assert BillingClient.__name__ == 'BillingClient' and AsyncBillingClient\n"
+        "heavy = [m for m in ('litestar', 'sqlalchemy', 'uvicorn', 'psycopg') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

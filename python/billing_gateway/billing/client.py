@@ -164,6 +164,9 @@ class _Calls:
         return _Call("GET", "/events", EventPage, params=params)
 
 
+API_PREFIX = "/api/v1"
+
+
 class _Base:
     def __init__(
         self,
@@ -174,7 +177,9 @@ class _Base:
         retries: int = 3,
         backoff_s: float = 0.1,
     ) -> None:
-        self.base_url = base_url.rstrip("/") + "/api/v1"
+        self.base_url = base_url.rstrip("/").removesuffix(API_PREFIX) + API_PREFIX
+        """The API's root: the server's origin (``http://host:port``) with or without
+        ``/api/v1`` (and a trailing ``/``) works the same."""
         self.headers = {"Authorization": f"Bearer {api_key}"}
         self.timeout = timeout
         self.retries = retries

@@ -151,6 +151,7 @@ def database(kind: str, tmp: Path) -> Iterator[BillingStore]:
             store.engine.dispose()
             with admin.begin() as conn:
                 conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+            admin.dispose()
 
     try:
         yield store

@@ -27,7 +27,7 @@ def test_unknown_reservation_reasons_are_the_cores() -> None:
 
 def test_subscription_statuses_agree_across_events_the_core_and_billing() -> None:
     assert sorted(_core.STATUSES) == sorted(get_args(events.Status))
-    assert set(domain.TRANSITIONS) <= set(_core.STATUSES), "billing uses statuses events carry"
+    assert set(domain.STATUSES) <= set(_core.STATUSES), "billing's statuses are ones events carry"
     assert set(domain.LIVE_STATUSES) == set(_core.SPENDING_STATUSES), (
         "billing's live subscriptions are exactly those a gateway lets spend"
     )

@@ -57,6 +57,8 @@ from billing_gateway.billing.schema import tables
 from billing_gateway.billing.store import OUTBOX_CHANNEL, BillingStore
 from billing_gateway.stream import EVENTS_STREAM, ensure_stream, event_subject
 
+from .errors import one_line
+
 __all__ = ["Dispatcher", "DispatcherStats"]
 
 log = logging.getLogger(__name__)
@@ -241,7 +243,7 @@ class Dispatcher:
             try:
                 handled = await self.dispatch_once()
             except DATABASE_ERRORS as exc:
-                self.database.failed(_one_line(exc), started)
+                self.database.failed(one_line(exc), started)
                 handled = 0
             else:
                 down_s = self.database.recovered()
@@ -312,7 +314,7 @@ class Dispatcher:
 
     async def _classify(self, exc: Exception, subject: str) -> _Failure:
         """The broker's verdict on the message, or a transport failure."""
-        error = _one_line(exc)
+        error = one_line(exc)
         if isinstance(exc, NoStreamResponseError):
             # "No responders": no stream for the subject, or a stream that is not
             # answering right now (transport). Ask the broker which.
@@ -344,7 +346,7 @@ class Dispatcher:
                 await self.js.find_stream_name_by_subject(subject)
             except Exception as exc:
                 return _Failure(
-                    f"{missing}, and creating {EVENTS_STREAM} failed: {_one_line(exc)}", counted=True
+                    f"{missing}, and creating {EVENTS_STREAM} failed: {one_line(exc)}", counted=True
                 )
         log.warning(
             "%s (the broker's store was wiped, or the stream deleted): created %s", missing, EVENTS_STREAM
@@ -420,9 +422,3 @@ async def _first(stop: asyncio.Event, wake: asyncio.Event, timeout: float) -> No
 def _backoff(first_s: float, max_s: float, failures: int) -> float:
     """``first_s`` after the first failure, doubling after each next one, at most ``max_s``."""
     return min(max_s, first_s * 2.0 ** max(0, failures - 1))
-
-
-def _one_line(exc: BaseException) -> str:
-    """``Type: message`` on one line (driver messages span several)."""
-    text = " ".join(str(getattr(exc, "orig", None) or exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

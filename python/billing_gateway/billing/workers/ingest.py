@@ -27,17 +27,14 @@ from billing_gateway.errors import InvalidEvent
 from billing_gateway.events import UsageReported, decode_event
 from billing_gateway.stream import EVENTS_STREAM, ensure_stream, event_subject
 
+from .errors import one_line
+
 __all__ = ["UsageIngestor"]
 
 log = logging.getLogger(__name__)
 
 CONSUMER_GONE = (ServiceUnavailableError, NotFoundError, nats.errors.NoRespondersError)
 """What fetching from a consumer the broker no longer has raises."""
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(getattr(exc, "orig", None) or exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class UsageIngestor:
@@ -76,7 +73,7 @@ class UsageIngestor:
     def _lost(self, exc: Exception) -> None:
         if not self.consumer_lost:
             self.consumer_lost = True
-            log.warning("usage consumer %s unavailable (%s); creating it again", self.durable, _one_line(exc))
+            log.warning("usage consumer %s unavailable (%s); creating it again", self.durable, one_line(exc))
 
     async def _subscribe(self) -> JetStreamContext.PullSubscription:
         await ensure_stream(self.js)
@@ -125,7 +122,7 @@ class UsageIngestor:
         except Exception as exc:
             if not self.database_down:
                 self.database_down = True
-                log.warning("usage not recorded: database unavailable (%s); retrying", _one_line(exc))
+                log.warning("usage not recorded: database unavailable (%s); retrying", one_line(exc))
             return False
         self._database_answered()
         if created:

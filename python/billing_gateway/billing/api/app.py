@@ -97,4 +97,5 @@ def create_app(store: BillingStore) -> Litestar:
         request_class=_Request,
         request_max_body_size=MAX_BODY,
         debug=False,
+        logging_config=None,  # the package's one log format, set up by the command
     )

@@ -50,7 +50,9 @@ test: lint test-rust test-py  ## Everything CI runs
 # The benchmarks' baselines (`_core.NoOp`) are built into the extension only here; `make dev`
 # (which always runs maturin) builds the public extension, without them, again.
 bench: install  ## Benchmarks (pytest-benchmark, then criterion); prints ratios to baselines
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet --features python,bench-baselines
+	@echo "== building the Rust extension with the benchmark baselines"
+	@VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --features python,bench-baselines \
+	  > $(VENV)/maturin.log || (cat $(VENV)/maturin.log; exit 1)
 	$(PY) -m pytest benches --benchmark-enable --benchmark-only -p no:randomly -q --timeout 1800
 	cargo bench --bench core
 

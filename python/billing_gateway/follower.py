@@ -64,7 +64,6 @@ class StreamFollower:
         stream_created: datetime | None = None,
         on_gap: Callable[[int], None] | None = None,
         on_reset: Callable[[int], None] | None = None,
-        on_connection: Callable[[bool], Awaitable[None]] | None = None,
     ) -> None:
         """``on_gap(first)``: the stream now starts at ``first`` > cursor + 1.
         ``on_reset(resume_after)``: the stream was recreated or wiped; following it again
@@ -84,7 +83,6 @@ class StreamFollower:
         """When the stream the cursor counts in was created (kept beside snapshots)."""
         self.on_gap = on_gap
         self.on_reset = on_reset
-        self.on_connection = on_connection
 
         self.gap_detected = False
         """Set when the stream no longer holds messages right after the cursor, or was reset."""
@@ -298,5 +296,3 @@ class StreamFollower:
         self.connected = connected
         if not connected:
             self.lag = None  # unknown until measured again
-        if self.on_connection is not None:
-            await self.on_connection(connected)

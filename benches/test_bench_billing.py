@@ -1,8 +1,8 @@
 """Billing-side benchmarks (``make bench``), each beside a NATS-only baseline in the same run.
 
 - API call -> gateway table: latency (p50/p99) and throughput of ``PATCH /subscriptions``
-  through the outbox, the dispatcher (idle poll 5 ms) and the stream, beside raw
-  NATS publish -> callback;
+  through a ``billing serve`` process (its API, the outbox and its dispatcher) and the
+  stream to this process's table, beside raw NATS publish -> callback;
 - dispatcher rows/s on SQLite and PostgreSQL, beside publishing the same payloads
   straight to JetStream (the ceiling).
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,15 +21,15 @@ from typing import Any
 import nats
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from billing_gateway import Gateway, to_micros
-from billing_gateway.billing.api import create_app
-from billing_gateway.billing.client import BillingClient
+from billing_gateway.billing.client import AsyncBillingClient
 from billing_gateway.billing.store import BillingStore
 from billing_gateway.billing.workers.dispatcher import Dispatcher
 from billing_gateway.consumer import EventConsumer
-from billing_gateway.natsd import EmbeddedNats, free_port
+from billing_gateway.natsd import EmbeddedNats
 from billing_gateway.stream import ensure_stream
+
+from tests.billing_fixtures import BillingServer
 
 from .test_bench_sync import percentiles, publish_and_wait
 
@@ -67,62 +66,58 @@ def test_api_to_gateway__baseline_raw_nats(benchmark: Any, server: EmbeddedNats)
 @pytest.mark.benchmark(group="api_to_gateway")
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 def test_api_to_gateway__billing_api(benchmark: Any, server: EmbeddedNats, tmp_path: Path, db: str) -> None:
-    """A PATCH through the API until a gateway's table shows it; the dispatcher wakes on the
-    commit (its fallback poll left at the default)."""
+    """A PATCH through a ``billing serve`` process (API and dispatcher, as deployed; the
+    dispatcher woken by the commit) until this process's gateway table shows it."""
     with database(db, tmp_path) as store:
-        api_to_gateway(benchmark, server, store)
-
-
-def api_to_gateway(benchmark: Any, server: EmbeddedNats, store: BillingStore) -> None:
-    _, key = store.create_api_key(["billing:*"])
-    port = free_port()
-    api = uvicorn.Server(uvicorn.Config(create_app(store), port=port, log_level="warning", lifespan="off"))
-    serving = threading.Thread(target=api.run, daemon=True)
-    serving.start()
-    while not api.started:
-        time.sleep(0.01)
-    client = BillingClient(f"http://127.0.0.1:{port}", key)
-    client.create_plan(id="plan_pro", name="Pro", currency="USD", included_budget="1", price="1")
-    sub = client.create_subscription(client.create_customer("Bench", "b@x.io").id, "plan_pro")
-    gw = Gateway()
-
-    async def measure() -> tuple[list[float], float]:
-        nc = await nats.connect(server.url)
-        js = nc.jetstream()
-        await ensure_stream(js)
-        stop = asyncio.Event()
-        dispatcher = asyncio.create_task(Dispatcher(store, js).run(stop))
-        consumer = EventConsumer(gw, server.url)
-        await consumer.start()
-
-        async def visible(total: int) -> None:
-            while (b := gw.budget(sub.customer_id)) is None or b.total != total:
-                await asyncio.sleep(0.0002)
-
-        samples = []
-        for i in range(2, CALLS + 2):
-            start = time.perf_counter()
-            await asyncio.to_thread(client.update_subscription, sub.id, total_budget=i)
-            await visible(to_micros(i))
-            samples.append(time.perf_counter() - start)
-        burst = time.perf_counter()
-        last = CALLS + 2 + CALLS
-        for i in range(CALLS + 2, last + 1):
-            await asyncio.to_thread(client.update_subscription, sub.id, total_budget=i)
-        await visible(to_micros(last))
-        rate = (CALLS + 1) / (time.perf_counter() - burst)
-        stop.set()
-        await dispatcher
-        await consumer.stop()
-        await nc.close()
-        return samples, rate
-
-    samples, rate = one(benchmark, lambda: asyncio.run(measure()))
+        _, key = store.create_api_key(["billing:*"])
+        url = store.engine.url.render_as_string(hide_password=False)
+        billing = BillingServer(url, server.url, tmp_path / "billing.log").launch()
+        try:
+            billing.ready()
+            samples, rate = one(benchmark, lambda: asyncio.run(api_to_gateway(server, billing.url, key)))
+        finally:
+            billing.stop()
     benchmark.extra_info.update(percentiles(samples))
     benchmark.extra_info["events_per_s"] = round(rate)
-    api.should_exit = True
-    client.close()
-    serving.join(10)  # its connections back in the pool before the store goes
+
+
+async def api_to_gateway(server: EmbeddedNats, base_url: str, key: str) -> tuple[list[float], float]:
+    client = AsyncBillingClient(base_url, key)
+    await client.create_plan(id="plan_pro", name="Pro", currency="USD", included_budget="1", price="1")
+    customer = await client.create_customer("Bench", "b@x.io")
+    sub = await client.create_subscription(customer.id, "plan_pro")
+    gw = Gateway()
+    shown = asyncio.Event()
+    wanted = [0]
+
+    def on_applied(_: int, __: Any) -> None:
+        if (b := gw.budget(customer.id)) is not None and b.total == wanted[0]:
+            shown.set()
+
+    consumer = EventConsumer(gw, server.url, on_applied=on_applied)
+    await consumer.start()
+
+    async def change(total: int) -> None:
+        wanted[0] = to_micros(total)
+        shown.clear()
+        await client.update_subscription(sub.id, total_budget=total)
+        await shown.wait()
+
+    await change(2)  # the plan's budget is 1: a change, and the stream is followed
+    samples = []
+    for i in range(3, CALLS + 3):
+        start = time.perf_counter()
+        await change(i)
+        samples.append(time.perf_counter() - start)
+    burst = time.perf_counter()
+    last = CALLS + 3 + CALLS
+    for i in range(CALLS + 3, last):
+        await client.update_subscription(sub.id, total_budget=i)
+    await change(last)
+    rate = (CALLS + 1) / (time.perf_counter() - burst)
+    await consumer.stop()
+    await client.aclose()
+    return samples, rate
 
 
 @contextlib.contextmanager
@@ -136,7 +131,8 @@ def outbox(kind: str, tmp: Path) -> Iterator[BillingStore]:
 
 @contextlib.contextmanager
 def database(kind: str, tmp: Path) -> Iterator[BillingStore]:
-    """A store on a new SQLite file or a fresh PostgreSQL schema."""
+    """A store on a new SQLite file or a fresh PostgreSQL schema (named in its URL, so that
+    other processes can open it)."""
     if kind == "sqlite":
         store = BillingStore.open(str(tmp / "outbox.db"))
         cleanup = store.engine.dispose
@@ -145,7 +141,7 @@ def database(kind: str, tmp: Path) -> Iterator[BillingStore]:
         admin = sa.create_engine(POSTGRES_URL)
         with admin.begin() as conn:
             conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-        store = BillingStore.open(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
+        store = BillingStore.open(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
 
         def cleanup() -> None:
             store.engine.dispose()

@@ -81,6 +81,18 @@ async def _run(options: ServiceOptions, loops: Callable[..., Loops]) -> int:
 Loops = list[tuple[str, Callable[[], Awaitable[None]]]]
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound before anything starts so that a port in use fails
+    here, once.
+
+    ``socket.create_server`` leaves the socket's protocol unnamed (0), and asyncio turns
+    Nagle's algorithm off only on connections whose protocol is ``IPPROTO_TCP``: every
+    answer on a kept-alive connection then waited about 40 ms for the client's delayed ACK.
+    Re-wrapping the descriptor reads the protocol back from the kernel."""
+    bound = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    return socket.socket(fileno=bound.detach())
+
+
 async def _supervised(name: str, run: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
     """Runs one of the service's loops until ``stop``; a loop that fails is logged in one
     line and started again after a capped backoff, so one part never takes down the rest."""
@@ -107,7 +119,7 @@ def serve(options: ServiceOptions) -> int:
             access_log=False,
         )
         server = _Server(config)
-        listener = socket.create_server((options.host, options.port))  # a port in use fails here, once
+        listener = listen(options.host, options.port)
 
         async def api() -> None:
             serving = asyncio.ensure_future(server.serve(sockets=[listener]))

@@ -54,7 +54,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 from sqlalchemy.engine import Connection
 
-from billing_gateway.billing.schema import tables
+from billing_gateway.billing.schema import WRITE, tables
 from billing_gateway.billing.store import OUTBOX_CHANNEL, BillingStore
 from billing_gateway.stream import EVENTS_STREAM, ensure_stream, event_subject
 
@@ -204,7 +204,8 @@ class Dispatcher:
         lease or mark only makes a row publish again: a duplicate, which the broker's
         ``Nats-Msg-Id`` window and the consumers' dedupe absorb. It keeps the disk's flush
         (milliseconds on some disks) out of the way between a commit and its event."""
-        with self.store.engine.connect() as conn:
+        with self.store.writing(), self.store.engine.connect() as conn:
+            conn.execution_options(**{WRITE: True})
             sqlite = cast(sqlite3.Connection, conn.connection.driver_connection)
             (synchronous,) = sqlite.execute("PRAGMA synchronous").fetchone()
             sqlite.execute("PRAGMA synchronous=NORMAL")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from billing_gateway import events
+from billing_gateway import RoutingPolicy, Target
 from billing_gateway.billing.domain import Conflict
 from billing_gateway.billing.schema import LATEST, metadata, tables, v1
 from billing_gateway.billing.store import BillingStore
@@ -90,7 +90,7 @@ def test_a_version_1_database_upgrades_in_place(v1_url: str) -> None:
     with pytest.raises(Conflict):
         store.record_usage("sub_1", 4, "k-1")
     # Version 3: routing policies, and their tombstones.
-    policy = events.RoutingPolicyData("p", 1, "true", "failover", (events.RoutingTargetData("a"),))
+    policy = RoutingPolicy("p", 1, "true", "failover", (Target("a"),))
     row, created = store.put_routing_policy(policy, replace=False)
     assert created and store.list_routing_policies() == [row]
     store.delete_routing_policy("p")

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 from billing_gateway import Gateway, InvalidEvent, decode_event, encode_event, events
 from billing_gateway.events import validate_event
-from billing_gateway.models import UsageRecord
+from billing_gateway.models import RoutingPolicy, Target, UsageRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -57,8 +57,7 @@ def test_extensions() -> None:
         )
     )
     assert isinstance(failed, events.InvoicePaymentFailed)
-    target = events.RoutingTargetData
-    policy = events.RoutingPolicyData("p1", 10, "true", "failover", (target("a"), target("b", weight=2)))
+    policy = RoutingPolicy("p1", 10, "true", "failover", (Target("a"), Target("b", weight=2)))
     upserted = events.RoutingPolicyUpserted(
         event_id="e1", timestamp=datetime.now(UTC), data=policy, correlation_id="corr"
     )

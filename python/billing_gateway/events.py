@@ -22,7 +22,7 @@ import msgspec
 
 from .errors import InvalidEvent
 from .gateway import validate_event
-from .models import UsageRecord, UtcDatetime
+from .models import RoutingPolicy, UsageRecord, UtcDatetime
 
 __all__ = [
     "EVENT_TYPES",
@@ -36,11 +36,9 @@ __all__ = [
     "InvoicePaidData",
     "InvoicePaymentFailed",
     "InvoicePaymentFailedData",
-    "RoutingPolicyData",
     "RoutingPolicyDeleted",
     "RoutingPolicyDeletedData",
     "RoutingPolicyUpserted",
-    "RoutingTargetData",
     "SubscriptionCreated",
     "SubscriptionCreatedData",
     "SubscriptionUpdated",
@@ -102,25 +100,6 @@ class InvoicePaymentFailedData(msgspec.Struct, frozen=True):
     invoice_id: str
 
 
-class RoutingTargetData(msgspec.Struct, frozen=True):
-    """One target of a policy on the wire: ``cost`` in integer micro-units per unit of work."""
-
-    name: str
-    weight: int = 1
-    cost: int = 0
-
-
-class RoutingPolicyData(msgspec.Struct, frozen=True):
-    """A routing policy on the wire (``gateway.RoutingPolicy`` is what a gateway compiles
-    from it); ``match_expression`` is CEL."""
-
-    id: str
-    priority: int
-    match_expression: str
-    strategy: str
-    targets: tuple[RoutingTargetData, ...]
-
-
 class RoutingPolicyDeletedData(msgspec.Struct, frozen=True):
     policy_id: str
 
@@ -161,7 +140,7 @@ class InvoicePaymentFailed(_Envelope, frozen=True, kw_only=True, tag="invoice.pa
 
 
 class RoutingPolicyUpserted(_Envelope, frozen=True, kw_only=True, tag="routing_policy.upserted"):
-    data: RoutingPolicyData
+    data: RoutingPolicy
 
 
 class RoutingPolicyDeleted(_Envelope, frozen=True, kw_only=True, tag="routing_policy.deleted"):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -185,7 +185,7 @@ class RoutingPolicyBody(msgspec.Struct, forbid_unknown_fields=True):
 
     priority: Int64
     match_expression: Expression
-    strategy: Annotated[str, msgspec.Meta(max_length=32)]
+    strategy: Literal["failover", "weighted", "least_cost"]  # RoutingPolicy's
     targets: Annotated[list[RoutingTargetIn], msgspec.Meta(max_length=64)]
 
 

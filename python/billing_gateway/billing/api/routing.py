@@ -12,7 +12,8 @@ from typing import Any
 from litestar import Response, delete, get, post, put
 from litestar.params import JSONBody, RawBody
 
-from billing_gateway import events
+from billing_gateway import RoutingPolicy as Policy
+from billing_gateway import Target
 from billing_gateway.billing.domain import NotFound
 from billing_gateway.billing.store import BillingStore, RoutingPolicyRow
 from billing_gateway.billing.store.base import new_id
@@ -33,26 +34,25 @@ __all__ = ["HANDLERS"]
 _SHARED = "change routing policies: they are shared by every customer"
 
 
-def _policy(policy_id: str, body: RoutingPolicyBody) -> events.RoutingPolicyData:
+def _policy(policy_id: str, body: RoutingPolicyBody) -> Policy:
     """The policy a request describes, costs in exact micro-units."""
     targets = []
     for i, t in enumerate(body.targets):
         cost = micros(t.cost, f"targets[{i}].cost")
         assert cost is not None
-        targets.append(events.RoutingTargetData(t.name, t.weight, cost))
-    return events.RoutingPolicyData(
-        policy_id, body.priority, body.match_expression, body.strategy, tuple(targets)
-    )
+        targets.append(Target(t.name, t.weight, cost))
+    return Policy(policy_id, body.priority, body.match_expression, body.strategy, tuple(targets))
 
 
 def policy_out(row: RoutingPolicyRow) -> RoutingPolicy:
-    targets = [RoutingTarget(t.name, t.weight, from_micros(t.cost)) for t in row.targets]
+    p = row.policy
+    targets = [RoutingTarget(t.name, t.weight, from_micros(t.cost)) for t in p.targets]
     return RoutingPolicy(
-        row.id, row.priority, row.match_expression, row.strategy, targets, row.created_at, row.updated_at
+        p.id, p.priority, p.match_expression, p.strategy, targets, row.created_at, row.updated_at
     )
 
 
-def _put(store: BillingStore, policy: events.RoutingPolicyData, replace: bool, key: str | None) -> Any:
+def _put(store: BillingStore, policy: Policy, replace: bool, key: str | None) -> Any:
     row, _ = store.put_routing_policy(policy, replace=replace, correlation_id=key)
     return policy_out(row)
 

@@ -7,7 +7,7 @@ from datetime import datetime
 import msgspec
 
 from billing_gateway.billing.domain import SubscriptionStatus
-from billing_gateway.events import RoutingTargetData
+from billing_gateway.models import RoutingPolicy
 
 __all__ = [
     "CustomerRow",
@@ -106,11 +106,7 @@ class RoutingPolicyRow(msgspec.Struct, frozen=True):
     """A routing policy as billing holds it (``cost`` of each target in micro-units);
     ``deleted_at`` is set on a tombstone."""
 
-    id: str
-    priority: int
-    match_expression: str
-    strategy: str
-    targets: tuple[RoutingTargetData, ...]
+    policy: RoutingPolicy
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None = None

@@ -11,6 +11,7 @@ whatever the clocks of several billing replicas say.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -31,25 +32,23 @@ __all__ = ["MAX_EXPRESSION", "RoutingPolicies", "compile_policy"]
 MAX_EXPRESSION = 4096
 """The longest ``match_expression`` a gateway takes, in bytes of UTF-8."""
 _TICK = timedelta(microseconds=1)
-_targets = msgspec.json.Decoder(tuple[events.RoutingTargetData, ...])
+_targets = msgspec.json.Decoder(tuple[Target, ...])
+_FIELD = re.compile(r"[a-z_]+(\[\d+\])?(\.[a-z_]+)?")
 
 
-def compile_policy(policy: events.RoutingPolicyData) -> None:
+def compile_policy(policy: RoutingPolicy) -> None:
     """Compiles ``policy`` as a gateway does; :class:`Invalid` naming the problem (and where
     in the expression it is) when a gateway would refuse it."""
     if len(policy.match_expression.encode("utf-8", "surrogatepass")) > MAX_EXPRESSION:
         raise Invalid(f"match_expression: longer than {MAX_EXPRESSION} bytes", field="match_expression")
     try:
-        targets = tuple(Target(t.name, t.weight, t.cost) for t in policy.targets)
-        compiled = RoutingPolicy(
-            policy.id, policy.priority, policy.match_expression, policy.strategy, targets
-        )
-        Gateway().set_policies([compiled])
+        Gateway().set_policies([policy])
     except InvalidPolicy as exc:
         where = "" if exc.position is None else f" (at position {exc.position} of match_expression)"
+        field = exc.problem.partition(":")[0]  # the compiler's problems start with their field
         raise Invalid(
             f"routing policy {policy.id}: {exc.problem}{where}",
-            field="policy" if exc.position is None else "match_expression",
+            field=field if _FIELD.fullmatch(field) else "policy",
             position=exc.position,
         ) from None
     for i, target in enumerate(policy.targets):
@@ -58,20 +57,16 @@ def compile_policy(policy: events.RoutingPolicyData) -> None:
 
 def _row(found: RowMapping) -> RoutingPolicyRow:
     deleted = found["deleted_at"]
+    policy = RoutingPolicy(
+        found["id"], found["priority"], found["match_expression"], found["strategy"],
+        _targets.decode(found["targets"]),
+    )  # fmt: skip
     return RoutingPolicyRow(
-        id=found["id"],
-        priority=found["priority"],
-        match_expression=found["match_expression"],
-        strategy=found["strategy"],
-        targets=_targets.decode(found["targets"]),
+        policy=policy,
         created_at=utc(found["created_at"]),
         updated_at=utc(found["updated_at"]),
         deleted_at=None if deleted is None else utc(deleted),
     )
-
-
-def _data(row: RoutingPolicyRow) -> events.RoutingPolicyData:
-    return events.RoutingPolicyData(row.id, row.priority, row.match_expression, row.strategy, row.targets)
 
 
 class RoutingPolicies(Outbox):
@@ -81,7 +76,7 @@ class RoutingPolicies(Outbox):
         return now if found is None else max(now, utc(found["updated_at"]) + _TICK)
 
     def put_routing_policy(
-        self, policy: events.RoutingPolicyData, *, replace: bool, correlation_id: str | None = None
+        self, policy: RoutingPolicy, *, replace: bool, correlation_id: str | None = None
     ) -> tuple[RoutingPolicyRow, bool]:
         """Creates ``policy`` or, with ``replace``, replaces the one with its id:
         ``(row, created)``. Without ``replace`` an existing policy is a :class:`Conflict`; a
@@ -115,7 +110,7 @@ class RoutingPolicies(Outbox):
             return self._upserted(conn, policy, at, correlation_id), not live
 
     def _upserted(
-        self, conn: Connection, policy: events.RoutingPolicyData, at: datetime, correlation_id: str | None
+        self, conn: Connection, policy: RoutingPolicy, at: datetime, correlation_id: str | None
     ) -> RoutingPolicyRow:
         event = events.RoutingPolicyUpserted(data=policy, **envelope(at, None, correlation_id))
         self._emit(conn, event, None)
@@ -160,11 +155,11 @@ class RoutingPolicies(Outbox):
         what a gateway applies to bring its routing table up to date after a gap."""
         out = []
         for row in self._policy_rows(deleted=True):
-            env = state_envelope(row.id, row.updated_at, None)
+            env = state_envelope(row.policy.id, row.updated_at, None)
             event: events.Event = (
-                events.RoutingPolicyUpserted(data=_data(row), **env)
+                events.RoutingPolicyUpserted(data=row.policy, **env)
                 if row.deleted_at is None
-                else events.RoutingPolicyDeleted(data=events.RoutingPolicyDeletedData(row.id), **env)
+                else events.RoutingPolicyDeleted(data=events.RoutingPolicyDeletedData(row.policy.id), **env)
             )
             out.append(events.encode_event(event))
         return out

@@ -168,7 +168,8 @@ def test_every_kind_of_bad_policy_is_422_naming_the_field(service: Service, case
     try:
         answers = [api.post("/routing-policies", doc)]
         if case != "bad id":  # PUT takes its id from the path
-            answers.append(api.send("PUT", "/routing-policies/p", {k: v for k, v in doc.items() if k != "id"}))
+            rule = {k: v for k, v in doc.items() if k != "id"}
+            answers.append(api.send("PUT", "/routing-policies/p", rule))
     finally:
         api.close()
     for answer in answers:

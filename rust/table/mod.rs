@@ -13,14 +13,16 @@
 //! The parts: `config` and `decision` (what a table is given and answers), `row`
 //! and `names` (a tenant's row, plan names stored once), `spend` (the hot path),
 //! `holds` and `resolved` (two-phase spend), `subscriptions`, `parking` and
-//! `writer` (the writers' state), `apply` (events), `usage` (the usage drain) and
-//! `image` (all a snapshot reads and restores, and nothing else).
+//! `writer` (the writers' state), `apply` (events), `usage` (the usage drain),
+//! `image` (all a snapshot reads and restores, and nothing else) and `lease` (the
+//! allowance that bounds a row when budgets are shared by replicas).
 
 mod apply;
 mod config;
 mod decision;
 mod holds;
 mod image;
+mod lease;
 mod names;
 mod parking;
 mod resolved;
@@ -38,6 +40,7 @@ pub use config::{Config, MAX_DURATION_US};
 pub use decision::{Decision, Reason};
 pub(crate) use holds::Reservation;
 pub(crate) use image::{Header, Import, RowImage};
+pub use lease::LeaseState;
 pub use row::BudgetView;
 pub(crate) use row::Stamps;
 pub use usage::{UsageItem, UsageRecord};
@@ -70,6 +73,10 @@ pub struct Table {
     cursor: u64,
     /// Whether anything a snapshot holds changed since the last snapshot; see [`Table::dirty`].
     dirty: AtomicBool,
+    /// Whether rows are bounded by their lease allowance too (see `lease`).
+    leased: AtomicBool,
+    /// Whether some row's slice was found used up since the lease layer last looked.
+    lease_wanted: AtomicBool,
 }
 
 fn new_instance_id(seed: i64) -> u64 {
@@ -94,6 +101,8 @@ impl Table {
             instance,
             cursor,
             dirty: AtomicBool::new(false),
+            leased: AtomicBool::new(false),
+            lease_wanted: AtomicBool::new(false),
         }
     }
 

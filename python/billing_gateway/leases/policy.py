@@ -28,8 +28,10 @@ class SlicePolicy:
     min_slice: int = 1_000
 
     def slice_for(self, rate: float, need: int) -> int:
-        """The headroom to ask for at ``rate`` µ/s when ``need`` is wanted right now."""
-        return max(need, self.min_slice, int(rate * self.horizon_s))
+        """The headroom to ask for at ``rate`` µ/s when ``need`` is wanted right now: room
+        for the horizon's spend, and for a second request like this one (so a replica
+        whose rate is not known yet does not pay a round trip per request)."""
+        return max(2 * need, self.min_slice, int(rate * self.horizon_s))
 
     def runs_low(self, headroom: int, rate: float) -> bool:
         """Whether the headroom left is under half of what the horizon would spend."""

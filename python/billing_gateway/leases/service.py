@@ -254,7 +254,10 @@ class BudgetLeases:
         if headroom > 0 and t.demand.idle(now, self.policy.idle_s):
             return self._give_back(tenant_id)
         if now - t.renewed_at >= self.renew_every_s:
-            return self._sync(tenant_id, need=0, want=0)
+            # Renewing; when the shared budget was found exhausted, asking whether
+            # slices came back meanwhile.
+            want = self.policy.slice_for(t.demand.rate, 0) if t.exhausted else 0
+            return self._sync(tenant_id, need=0, want=want)
         return None
 
     def _track(self, tenant_id: str) -> _Tenant:

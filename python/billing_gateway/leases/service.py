@@ -28,15 +28,15 @@ from redis.exceptions import RedisError
 from billing_gateway.gateway import Decision, Gateway
 from billing_gateway.models import Reason
 
+from .names import MODES, checked_key_prefix, checked_replica_id
 from .policy import Demand, SlicePolicy
 from .script import MAX_AMOUNT, SCRIPT, Answer, Call, budget_key, fence_key
 from .stats import LeaseStats
 
-__all__ = ["MODES", "BudgetLeases"]
+__all__ = ["BudgetLeases"]
 
 log = logging.getLogger(__name__)
 
-MODES: Final = ("strict", "fast")
 DRIFT: Final = 0.1
 """The share of a lease TTL kept as a margin against clock drift and scheduling delay:
 a replica stops spending a slice at 90% of the TTL after the renewal was sent."""
@@ -87,10 +87,9 @@ class BudgetLeases:
             raise ValueError(f"mode must be 'strict' or 'fast', got {mode!r}")
         if not (isinstance(lease_ttl_s, int | float) and math.isfinite(lease_ttl_s) and lease_ttl_s >= 0.1):
             raise ValueError(f"lease_ttl_s must be a number of seconds >= 0.1, got {lease_ttl_s!r}")
-        if not key_prefix or "{" in key_prefix or "}" in key_prefix:
-            raise ValueError(f"key_prefix must be non-empty without braces, got {key_prefix!r}")
-        if replica_id is not None and (not replica_id or any(c.isspace() for c in replica_id)):
-            raise ValueError(f"replica_id must be non-empty without spaces, got {replica_id!r}")
+        key_prefix = checked_key_prefix(key_prefix)
+        if replica_id is not None:
+            replica_id = checked_replica_id(replica_id)
         self.gateway = gw
         self.redis_url = redis_url
         self.replica_id = replica_id or uuid.uuid4().hex
@@ -179,6 +178,16 @@ class BudgetLeases:
     async def _close(self) -> None:
         if self._redis is not None:
             await self._redis.aclose()
+
+    def held(self) -> tuple[int, int]:
+        """How many tenants hold an unspent slice, and how many micro-units in all."""
+        slices = micros = 0
+        for tenant_id in list(self._tenants):
+            state = self.gateway._lease_state(tenant_id)
+            if state is not None and state[5] > state[3] + state[4]:
+                slices += 1
+                micros += state[5] - state[3] - state[4]
+        return slices, micros
 
     # ---- spending -------------------------------------------------------------------
 

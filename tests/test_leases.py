@@ -4,9 +4,11 @@ budget and period events, Redis going away and coming back."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -80,17 +82,26 @@ async def drain(fleet: list[BudgetLeases], amount: int, quiet_s: float = 3 * TTL
     return spent
 
 
-def run(body: Callable[..., Awaitable[None]], *args: object) -> None:
-    """Runs ``body(running, *args)``; every leases it appends to ``running`` is stopped."""
+@pytest.fixture
+def fleet_() -> list[BudgetLeases]:
+    """The leases a test starts; ``in_loop`` stops them all at its end."""
+    return []
 
-    async def main() -> None:
-        running: list[BudgetLeases] = []
-        try:
-            await body(running, *args)
-        finally:
-            await asyncio.gather(*(leases.stop() for leases in running))
 
-    asyncio.run(main())
+def in_loop(body: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Runs an async test in a loop of its own, stopping its ``fleet_`` there at the end."""
+
+    @functools.wraps(body)
+    def test(**fixtures: Any) -> None:
+        async def main() -> None:
+            try:
+                await body(**fixtures)
+            finally:
+                await asyncio.gather(*(leases.stop() for leases in fixtures["fleet_"]))
+
+        asyncio.run(main())
+
+    return test
 
 
 async def attach(
@@ -102,6 +113,16 @@ async def attach(
     return leases
 
 
+async def replicas(
+    running: list[BudgetLeases], url: str, prefix: str, total: int
+) -> tuple[list[Gateway], list[BudgetLeases]]:
+    """Three replicas of one tenant's budget, past the learning period."""
+    gateways = [replica(total) for _ in range(3)]
+    fleet = [await attach(running, gw, url, prefix) for gw in gateways]
+    await learned(fleet[0])
+    return gateways, fleet
+
+
 def test_arguments_are_checked() -> None:
     gw = Gateway()
     for bad in ({"mode": "loose"}, {"lease_ttl_s": 0}, {"lease_ttl_s": float("nan")}, {"key_prefix": "a{b"}):
@@ -109,11 +130,8 @@ def test_arguments_are_checked() -> None:
             BudgetLeases(gw, "redis://127.0.0.1:6379", **bad)  # type: ignore[arg-type]
 
 
-def test_a_used_up_slice_says_lease_exhausted_and_spend_refills_it(redis_url: str, prefix: str) -> None:
-    run(_a_used_up_slice_says_lease_exhausted_and_spend_refills_it, redis_url, prefix)
-
-
-async def _a_used_up_slice_says_lease_exhausted_and_spend_refills_it(
+@in_loop
+async def test_a_used_up_slice_says_lease_exhausted_and_spend_refills_it(
     fleet_: list[BudgetLeases], redis_url: str, prefix: str
 ) -> None:
     gw = replica(10)
@@ -132,14 +150,11 @@ async def _a_used_up_slice_says_lease_exhausted_and_spend_refills_it(
     assert leases.stats.refusals[Reason.INSUFFICIENT_BUDGET] >= 1
 
 
-def test_replicas_share_one_budget_exactly(redis_url: str, prefix: str) -> None:
-    run(_replicas_share_one_budget_exactly, redis_url, prefix)
-
-
-async def _replicas_share_one_budget_exactly(fleet_: list[BudgetLeases], redis_url: str, prefix: str) -> None:
-    gateways = [replica(50) for _ in range(3)]
-    fleet = [await attach(fleet_, gw, redis_url, prefix) for gw in gateways]
-    await learned(fleet[0])
+@in_loop
+async def test_replicas_share_one_budget_exactly(
+    fleet_: list[BudgetLeases], redis_url: str, prefix: str
+) -> None:
+    gateways, fleet = await replicas(fleet_, redis_url, prefix, 50)
 
     async def spender(leases: BudgetLeases, amount: int) -> int:
         spent = 0
@@ -157,11 +172,8 @@ async def _replicas_share_one_budget_exactly(fleet_: list[BudgetLeases], redis_u
     assert sum(spent) > 50 * UNIT - 3 * 200_000, "no more than a spend's worth is left per replica"
 
 
-def test_idle_slices_go_back_and_stop_returns_the_rest(redis_url: str, prefix: str) -> None:
-    run(_idle_slices_go_back_and_stop_returns_the_rest, redis_url, prefix)
-
-
-async def _idle_slices_go_back_and_stop_returns_the_rest(
+@in_loop
+async def test_idle_slices_go_back_and_stop_returns_the_rest(
     fleet_: list[BudgetLeases], redis_url: str, prefix: str
 ) -> None:
     gw = replica(100)
@@ -179,16 +191,11 @@ async def _idle_slices_go_back_and_stop_returns_the_rest(
     client.close()
 
 
-def test_budget_changes_and_a_new_period_change_the_shared_budget_once(redis_url: str, prefix: str) -> None:
-    run(_budget_changes_and_a_new_period_change_the_shared_budget_once, redis_url, prefix)
-
-
-async def _budget_changes_and_a_new_period_change_the_shared_budget_once(
+@in_loop
+async def test_budget_changes_and_a_new_period_change_the_shared_budget_once(
     fleet_: list[BudgetLeases], redis_url: str, prefix: str
 ) -> None:
-    gateways = [replica(10) for _ in range(3)]
-    fleet = [await attach(fleet_, gw, redis_url, prefix) for gw in gateways]
-    await learned(fleet[0])
+    gateways, fleet = await replicas(fleet_, redis_url, prefix, 10)
     client = redis.Redis.from_url(redis_url)
     raise_to_20 = new_total("cus_1", 20, "2025-12-01T00:00:00Z")
     older = new_total("cus_1", 5, "2025-11-30T00:00:00Z")
@@ -213,11 +220,8 @@ async def _budget_changes_and_a_new_period_change_the_shared_budget_once(
     client.close()
 
 
-def test_strict_spends_only_what_it_holds_while_redis_is_down_then_resumes(tmp_path: Path) -> None:
-    run(_strict_spends_only_what_it_holds_while_redis_is_down_then_resumes, tmp_path)
-
-
-async def _strict_spends_only_what_it_holds_while_redis_is_down_then_resumes(
+@in_loop
+async def test_strict_spends_only_what_it_holds_while_redis_is_down_then_resumes(
     fleet_: list[BudgetLeases], tmp_path: Path
 ) -> None:
     with redis_server(tmp_path / "redis", persist=False) as server:

@@ -44,6 +44,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                         base is not bench
                         and isinstance(value, int | float)
                         and isinstance(theirs, int | float)
+                        and theirs != 0
                     ):
                         line += f"  ({value / theirs:.3f}x {base_role.removeprefix('baseline_')})"
                 write(line)

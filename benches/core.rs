@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the Rust core, each beside a baseline measured in the same
-//! run: a `Mutex<HashMap>` check-and-debit (what a straightforward implementation does).
+//! run: a `Mutex<HashMap>` check-and-debit (what a straightforward implementation does);
+//! `try_spend_leased` is `try_spend` on a row bounded by a lease allowance too.
 //! Run with `make bench` (or `cargo bench --bench core`).
 
 use _core::{Config, Table};
@@ -46,6 +47,13 @@ fn spend(c: &mut Criterion) {
     });
     g.bench_function("try_spend", |b| {
         b.iter(|| black_box(table.try_spend(black_box("cus_42"), 1)))
+    });
+    let leased = loaded(TENANTS);
+    leased.attach_leases();
+    let period = leased.lease_state("cus_42").expect("a row").period_start;
+    assert!(leased.grant_allowance("cus_42", period, u64::MAX, false));
+    g.bench_function("try_spend_leased", |b| {
+        b.iter(|| black_box(leased.try_spend(black_box("cus_42"), 1)))
     });
     g.bench_function("check", |b| {
         b.iter(|| black_box(table.check(black_box("cus_42"), 1)))

@@ -78,7 +78,9 @@ impl UsageCell for AtomicUsage {
             .compare_exchange_weak(
                 pack(current),
                 pack(new),
-                Ordering::AcqRel,
+                // SeqCst (the same instruction as AcqRel on x86-64): the lease allowance
+                // check after a debit pairs with `Table::shrink_allowance` (see `table::lease`).
+                Ordering::SeqCst,
                 Ordering::Acquire,
             )
             .map(drop)
@@ -121,6 +123,18 @@ pub fn try_debit<C: UsageCell>(cell: &C, total: u64, amount: u64) -> Result<Usag
         })
     })
     .map(|(_, after)| after)
+}
+
+/// Takes back a debit of `amount` that the lease allowance no longer covers.
+pub fn undo_debit<C: UsageCell>(cell: &C, amount: u64) {
+    let step = |u: Usage| {
+        Some(Usage {
+            spent: u.spent.saturating_sub(amount),
+            reserved: u.reserved,
+        })
+    };
+    // `step` always agrees.
+    let _ = update(cell, step);
 }
 
 /// Holds `amount` as reserved when the row admits it (the first phase of a two-phase spend).

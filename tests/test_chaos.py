@@ -6,6 +6,8 @@ API and spends go to both daemons, the broker is restarted twice and one daemon 
 killed with ``kill -9`` and started again. At the end billing, its outbox, the stream
 and both gateways agree, and no tenant spent more than its budget at either gateway
 beyond the documented ``kill -9`` window (the spends of the last snapshot interval).
+The two gateways share their budgets through Redis leases (strict mode), so across both
+together no tenant was granted more than its budget either, ``kill -9`` included.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from billing_gateway.billing.client import BillingClient
 from billing_gateway.billing.store import BillingStore
 from billing_gateway.natsd import EmbeddedNats, free_port, listening
 
+from .leases_support import drop_prefix, unique_prefix
 from .processes import CLI, Daemon, stream_in_order
 from .test_durability import wait_until
 
@@ -32,7 +35,7 @@ SNAPSHOT_EVERY = 0.3
 TENANTS = 6
 
 
-def test_the_whole_system_through_broker_restarts_and_a_kill_9(tmp_path: Path) -> None:
+def test_the_whole_system_through_broker_restarts_and_a_kill_9(tmp_path: Path, redis_url: str) -> None:
     rng = random.Random(7)
     nats_server = EmbeddedNats(tmp_path / "nats").start()
     db = str(tmp_path / "billing.db")
@@ -46,11 +49,14 @@ def test_the_whole_system_through_broker_restarts_and_a_kill_9(tmp_path: Path) -
         stdout=billing_log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    prefix = unique_prefix()
     gateways = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         options = ["--snapshot-every", str(SNAPSHOT_EVERY), "--usage-every", "0.3"]
         options += ["--billing-url", url, "--billing-key", key]
+        options += ["--redis-url", redis_url, "--lease-ttl", "1", "--lease-key-prefix", prefix]
+        options += ["--replica-id", name]
         gateways.append(Daemon(tmp_path / name, nats_server.url, *options))
     acknowledged: dict[tuple[int, str], list[tuple[float, int]]] = {}
     kill_times: list[float] = []
@@ -107,6 +113,7 @@ def test_the_whole_system_through_broker_restarts_and_a_kill_9(tmp_path: Path) -
         stop.set()
         for t in threads:
             t.join(10)
+        assert all(any((i, t) in acknowledged for t in tenants) for i in (0, 1)), "both gateways spent"
 
         # Everything settles: the outbox is published, both gateways are current.
         wait_until(lambda: _pending(store) == 0, timeout=60)
@@ -145,6 +152,8 @@ def test_the_whole_system_through_broker_restarts_and_a_kill_9(tmp_path: Path) -
                         index,
                         tenant,
                     )
+                shared = sum(a for index in (0, 1) for _, a in acknowledged.get((index, tenant), []))
+                assert shared <= max(total, _highest_total(store, subs[tenant])), f"{tenant}: both together"
 
         # Usage flows back exactly: billing recorded what the gateways' tables say was spent
         # (a spend lost by the kill -9 was never reported either).
@@ -170,6 +179,7 @@ def test_the_whole_system_through_broker_restarts_and_a_kill_9(tmp_path: Path) -
         billing_log.close()
         nats_server.stop()
         store.engine.dispose()
+        drop_prefix(redis_url, prefix)
 
 
 def _pending(store: BillingStore) -> int:

@@ -26,9 +26,10 @@ from typing import Any
 from . import broker
 from .billing import commands as billing_commands
 from .broker import resolve_nats
-from .cliargs import OneLineParser, anywhere, bounded_int, host_port, option, positive_seconds
+from .cliargs import OneLineParser, anywhere, bounded_int, checked, host_port, option, positive_seconds
 from .connection import NatsUnreachable, connect
 from .deadletters import UnknownDeadLetter, list_dead_letters, redrive
+from .leases.names import MODES, checked_key_prefix, checked_replica_id
 from .publishing import publish_text
 from .settings import default_data_dir
 from .snapshots import SnapshotInUse
@@ -167,6 +168,8 @@ def _parser() -> argparse.ArgumentParser:
         help="close HTTP connections idle (or trickling a request) this long",
     )
 
+    _lease_options(consume)
+
     publish = commands.add_parser("publish", help="publish events to the stream", **anywhere(late))
     publish.add_argument(
         "file",
@@ -260,6 +263,48 @@ def _broker(args: argparse.Namespace) -> int:
     return 0 if info.running else 1
 
 
+def _lease_options(consume: argparse.ArgumentParser) -> None:
+    """Budgets shared by replicas (docs/leases.md)."""
+    option(
+        consume,
+        "--redis-url",
+        env_name="REDIS_URL",
+        help="share budgets with the other replicas through Redis budget leases (docs/leases.md)",
+    )
+    option(
+        consume,
+        "--lease-mode",
+        env_name="LEASE_MODE",
+        default="strict",
+        choices=list(MODES),
+        help="strict: never overspend; fast: fewer round trips, a bounded overspend after crashes",
+    )
+    option(
+        consume,
+        "--lease-ttl",
+        env_name="LEASE_TTL",
+        default=10,
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="how long a slice is held without renewal (renewed every third of it)",
+    )
+    option(
+        consume,
+        "--replica-id",
+        env_name="REPLICA_ID",
+        type=checked(checked_replica_id),
+        help="this replica's name in Redis (default: a random one per start)",
+    )
+    option(
+        consume,
+        "--lease-key-prefix",
+        env_name="LEASE_KEY_PREFIX",
+        default="bg",
+        type=checked(checked_key_prefix),
+        help="prefix of the Redis keys (the replicas sharing budgets use the same one)",
+    )
+
+
 def _consume(args: argparse.Namespace) -> int:
     from .daemon import DaemonOptions, run
 
@@ -279,6 +324,11 @@ def _consume(args: argparse.Namespace) -> int:
         billing_url=args.billing_url,
         billing_key=args.billing_key,
         idle_timeout_s=args.idle_timeout,
+        redis_url=args.redis_url,
+        lease_mode=args.lease_mode,
+        lease_ttl_s=args.lease_ttl,
+        replica_id=args.replica_id,
+        lease_key_prefix=args.lease_key_prefix,
     )
     return asyncio.run(run(options))
 

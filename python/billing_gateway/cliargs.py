@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from .settings import PREFIX, env
 
-__all__ = ["OneLineParser", "anywhere", "bounded_int", "host_port", "option", "positive_seconds"]
+__all__ = ["OneLineParser", "anywhere", "bounded_int", "checked", "host_port", "option", "positive_seconds"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -49,6 +49,18 @@ def bounded_int(low: int, high: int) -> Callable[[str], int]:
         return int(value)
 
     parse.__name__ = "integer"
+    return parse
+
+
+def checked(check: Callable[[str], str]) -> Callable[[str], str]:
+    """An argparse type from a check that raises ``ValueError``: its message is the error."""
+
+    def parse(value: str) -> str:
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
     return parse
 
 

@@ -39,6 +39,7 @@ from .consumer import EventConsumer
 from .errors import InvalidAmount
 from .gateway import Decision, Gateway, Route
 from .httpsafety import QuietServerLog, error_middleware, json_error, read_body
+from .leases import BudgetLeases
 from .metrics import registry_for
 from .models import Budget
 from .money import from_micros
@@ -136,9 +137,16 @@ def decision_json(d: Decision, tenant_id: str, amount: int) -> dict[str, Any]:
     }
 
 
-def create_app(consumer: EventConsumer) -> web.Application:
+def create_app(consumer: EventConsumer, leases: BudgetLeases | None = None) -> web.Application:
+    """The HTTP API; with ``leases``, ``/v1/spend`` refills a used-up slice (one Redis
+    round trip) before it answers."""
     gateway = consumer.gateway
-    registry = registry_for(consumer)
+    registry = registry_for(consumer, leases)
+
+    async def spend(tenant_id: str, amount: int) -> Decision:
+        if leases is None:
+            return gateway.spend(tenant_id, amount)
+        return await leases.spend(tenant_id, amount)
 
     async def healthz(_: web.Request) -> web.Response:
         return _response({"status": "ok"})
@@ -197,8 +205,10 @@ def create_app(consumer: EventConsumer) -> web.Application:
             if isinstance(parsed, web.Response):
                 return parsed
             try:
-                fn = gateway.check if check else gateway.spend
-                d = fn(parsed.tenant_id, parsed.amount)
+                if check:
+                    d = gateway.check(parsed.tenant_id, parsed.amount)
+                else:
+                    d = await spend(parsed.tenant_id, parsed.amount)
             except InvalidAmount as exc:
                 return _error(400, str(exc), "amount")
             except (ValueError, OverflowError) as exc:  # e.g. a tenant id that is not valid text
@@ -252,6 +262,11 @@ class DaemonOptions:
     billing_url: str | None = None
     billing_key: str | None = None
     idle_timeout_s: float = 15.0
+    redis_url: str | None = None
+    lease_mode: str = "strict"
+    lease_ttl_s: float = 10.0
+    replica_id: str | None = None
+    lease_key_prefix: str = "bg"
 
 
 def _rebuild_from_billing(url: str, key: str) -> Callable[[], Awaitable[list[bytes]]]:
@@ -262,6 +277,20 @@ def _rebuild_from_billing(url: str, key: str) -> Callable[[], Awaitable[list[byt
             return await client.budget_events()
 
     return fetch
+
+
+def _leases(gateway: Gateway, options: DaemonOptions) -> BudgetLeases | None:
+    """The budget leases ``--redis-url`` asks for, or None."""
+    if options.redis_url is None:
+        return None
+    return BudgetLeases(
+        gateway,
+        options.redis_url,
+        replica_id=options.replica_id,
+        mode=options.lease_mode,
+        lease_ttl_s=options.lease_ttl_s,
+        key_prefix=options.lease_key_prefix,
+    )
 
 
 async def run(options: DaemonOptions) -> int:
@@ -289,8 +318,11 @@ async def run(options: DaemonOptions) -> int:
     )
     if store is not None:
         reporter.on_drained = consumer.save_snapshot
+    leases = _leases(saved.gateway, options)
+    if leases is not None:
+        await leases.start()
     runner = web.AppRunner(
-        create_app(consumer),
+        create_app(consumer, leases),
         access_log=None,
         keepalive_timeout=options.idle_timeout_s,
         logger=QuietServerLog(),
@@ -329,6 +361,8 @@ async def run(options: DaemonOptions) -> int:
     await stop.wait()
     log.info("stopping: finishing the message in hand, reporting usage, writing a final snapshot")
     await asyncio.gather(*background, return_exceptions=True)
+    if leases is not None:
+        await leases.stop()
     await consumer.stop()
     await runner.cleanup()
     log.info("stopped at cursor %d", consumer.cursor)

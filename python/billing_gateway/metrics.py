@@ -9,9 +9,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .consumer import EventConsumer
-from .models import ApplyOutcome
+from .leases import BudgetLeases
+from .models import ApplyOutcome, Reason
 
-__all__ = ["ConsumerCollector", "registry_for"]
+__all__ = ["ConsumerCollector", "LeasesCollector", "registry_for"]
 
 
 class ConsumerCollector(Collector):
@@ -89,7 +90,46 @@ class ConsumerCollector(Collector):
             yield GaugeMetricFamily(name, doc, value=value)
 
 
-def registry_for(consumer: EventConsumer) -> CollectorRegistry:
+class LeasesCollector(Collector):
+    """The budget leases of a replica (``billing_gateway.leases``)."""
+
+    def __init__(self, leases: BudgetLeases) -> None:
+        self.leases = leases
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.leases.stats
+        slices, micros = self.leases.held()
+        yield GaugeMetricFamily(
+            "billing_gateway_lease_slices_held", "Tenants with an unspent slice", value=slices
+        )
+        yield GaugeMetricFamily(
+            "billing_gateway_lease_held_micros", "Unspent micro-units held in slices", value=micros
+        )
+        counters = {
+            "billing_gateway_lease_grants": ("Calls that enlarged a slice", s.grants),
+            "billing_gateway_lease_granted_micros": ("Micro-units granted", s.granted),
+            "billing_gateway_lease_returns": ("Slices given back", s.returns),
+            "billing_gateway_lease_returned_micros": ("Micro-units given back", s.returned),
+            "billing_gateway_lease_round_trips": ("Lease script calls sent to Redis", s.round_trips),
+            "billing_gateway_lease_errors": ("Lease script calls that failed", s.errors),
+            "billing_gateway_lease_expired": ("Leases that passed their deadline unrenewed", s.expired),
+        }
+        for name, (doc, value) in counters.items():
+            yield CounterMetricFamily(name, doc, value=value)
+        refusals = CounterMetricFamily(
+            "billing_gateway_lease_refusals",
+            "Spends refused with leases attached, by reason",
+            labels=["reason"],
+        )
+        for reason in Reason:
+            if reason is not Reason.OK:
+                refusals.add_metric([reason.value], s.refusals[reason])
+        yield refusals
+
+
+def registry_for(consumer: EventConsumer, leases: BudgetLeases | None = None) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(ConsumerCollector(consumer))
+    if leases is not None:
+        registry.register(LeasesCollector(leases))
     return registry

@@ -28,6 +28,8 @@ class Reason(StrEnum):
     UNKNOWN_TENANT = "unknown_tenant"
     INACTIVE = "inactive"
     PERIOD_ENDED = "period_ended"
+    LEASE_EXHAUSTED = "lease_exhausted"
+    """The replica's lease slice is used up; the shared budget may still have room."""
 
 
 class ApplyOutcome(StrEnum):

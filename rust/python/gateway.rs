@@ -339,6 +339,54 @@ impl Gateway {
         self.table.set_clock(at);
         Ok(())
     }
+
+    // Budget leases (`billing_gateway.leases`): the allowance that bounds each row.
+
+    /// Bounds every row by its lease allowance from now on (nothing beyond what it has
+    /// used until granted).
+    fn _attach_leases(&self) {
+        self.table.attach_leases();
+    }
+
+    /// The tenants whose slice a spend found used up since the last call.
+    fn _take_lease_wants(&self) -> Vec<String> {
+        self.table
+            .take_lease_wants()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+
+    /// `(total, total_stamp, period_start, spent, reserved, allowance)` or `None`.
+    fn _lease_state(&self, tenant_id: &str) -> Option<(u64, i64, i64, u64, u64, u64)> {
+        self.table.lease_state(tenant_id).map(|s| {
+            (
+                s.total,
+                s.total_stamp,
+                s.period_start,
+                s.spent,
+                s.reserved,
+                s.allowance,
+            )
+        })
+    }
+
+    /// Raises the allowance for that period; false if the row moved on or is gone.
+    fn _grant_allowance(
+        &self,
+        tenant_id: &str,
+        period_start: i64,
+        allowance: u64,
+        exhausted: bool,
+    ) -> bool {
+        self.table
+            .grant_allowance(tenant_id, period_start, allowance, exhausted)
+    }
+
+    /// Lowers the allowance to `to` (or what is used); the allowance left, or `None`.
+    fn _shrink_allowance(&self, tenant_id: &str, period_start: i64, to: u64) -> Option<u64> {
+        self.table.shrink_allowance(tenant_id, period_start, to)
+    }
 }
 
 fn budget_object(py: Python<'_>, b: &BudgetView) -> PyResult<Py<PyAny>> {

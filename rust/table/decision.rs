@@ -10,6 +10,8 @@ spelled_enum! {
         UnknownTenant = "unknown_tenant",
         Inactive = "inactive",
         PeriodEnded = "period_ended",
+        /// The replica's lease slice is used up; the shared budget may still have room.
+        LeaseExhausted = "lease_exhausted",
     }
 }
 

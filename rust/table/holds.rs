@@ -45,7 +45,10 @@ impl Table {
     /// Holds `amount` for `ttl_us`; the decision carries the reservation id when allowed.
     pub fn reserve(&self, tenant: &str, amount: u64, ttl_us: i64) -> Decision {
         let now = self.clock.now();
-        let (row, mut decision) = self.admit_at(now, tenant, amount, counters::try_hold);
+        let (row, mut decision) =
+            self.admit_at(now, tenant, amount, counters::try_hold, |cell, amount| {
+                counters::settle(cell, amount, 0);
+            });
         if decision.allowed {
             let id = self.holds.next_id.fetch_add(1, Ordering::Relaxed);
             let expires_at = now.saturating_add(ttl_us);

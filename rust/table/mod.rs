@@ -14,14 +14,16 @@
 //! and `names` (a tenant's row, plan names stored once), `spend` (the hot path),
 //! `holds` and `resolved` (two-phase spend), `subscriptions`, `parking` and
 //! `writer` (the writers' state), `apply` (events), `route` (the budget as routing
-//! sees it), `usage` (the usage drain) and
-//! `image` (all a snapshot reads and restores, and nothing else).
+//! sees it), `usage` (the usage drain), `image` (all a snapshot reads and restores,
+//! and nothing else) and `lease` (the allowance that bounds a row when budgets are
+//! shared by replicas).
 
 mod apply;
 mod config;
 mod decision;
 mod holds;
 mod image;
+mod lease;
 mod names;
 mod parking;
 mod resolved;
@@ -40,6 +42,7 @@ pub use config::{Config, MAX_DURATION_US};
 pub use decision::{Decision, Reason};
 pub(crate) use holds::Reservation;
 pub(crate) use image::{Header, Import, RowImage};
+pub use lease::LeaseState;
 pub use row::BudgetView;
 pub(crate) use row::Stamps;
 pub use usage::{UsageItem, UsageRecord};
@@ -74,6 +77,10 @@ pub struct Table {
     /// Whether anything a snapshot holds changed since the last snapshot; see [`Table::dirty`].
     dirty: AtomicBool,
     routing: RoutingTable,
+    /// Whether rows are bounded by their lease allowance too (see `lease`).
+    leased: AtomicBool,
+    /// Whether some row's slice was found used up since the lease layer last looked.
+    lease_wanted: AtomicBool,
 }
 
 fn new_instance_id(seed: i64) -> u64 {
@@ -99,6 +106,8 @@ impl Table {
             cursor,
             dirty: AtomicBool::new(false),
             routing: RoutingTable::default(),
+            leased: AtomicBool::new(false),
+            lease_wanted: AtomicBool::new(false),
         }
     }
 

@@ -1,6 +1,7 @@
 //! One tenant's row. The fields the hot path reads are atomics; the rest sits behind a
 //! small mutex that only writers and `budget()` readers take.
 
+use super::lease::Lease;
 use super::names::Names;
 use super::usage::UsageItem;
 use super::{Id, Reason};
@@ -17,6 +18,8 @@ pub(super) struct Row {
     pub(super) period_start: AtomicI64,
     pub(super) period_end: AtomicI64,
     pub(super) status: AtomicU8,
+    /// The replica's share of the tenant's budget, when leases are attached.
+    pub(super) lease: Lease,
     pub(super) tenant: Id,
     pub(super) meta: Mutex<Meta>,
 }
@@ -102,6 +105,7 @@ impl Row {
             period_start: AtomicI64::new(period.0),
             period_end: AtomicI64::new(period.1),
             status: AtomicU8::new(status as u8),
+            lease: Lease::default(),
             tenant,
             meta: Mutex::new(meta),
         }
@@ -147,8 +151,11 @@ impl Row {
 
     /// Starts a new period (or a new subscription): zeroes spend, keeps holds, and
     /// journals the spend not yet drained under the subscription and period it belongs to.
+    /// A lease allowance starts over too: the new period is a new shared budget.
     pub(super) fn close_period(&self, meta: &mut Meta, journal: &mut Vec<UsageItem>) {
+        self.lease.close();
         let spent = counters::reset_spent(&self.usage);
+        self.lease.open(self.usage.load().reserved);
         let undrained = spent.saturating_sub(meta.drained);
         if undrained > 0 {
             journal.push(UsageItem {

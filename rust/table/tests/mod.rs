@@ -5,6 +5,7 @@ use crate::event;
 
 mod events;
 mod holds;
+mod lease;
 mod snapshots;
 mod spend;
 

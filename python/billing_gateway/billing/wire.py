@@ -81,6 +81,7 @@ class PlanIn(msgspec.Struct, forbid_unknown_fields=True):
     interval_days: Annotated[int, msgspec.Meta(ge=1, le=3660)] = 30
     product_name: Name | None = None
     id: Id | None = None
+    stripe_price_id: ExternalId | None = None
 
 
 class Plan(msgspec.Struct):
@@ -91,6 +92,7 @@ class Plan(msgspec.Struct):
     interval_days: int
     included_budget: Decimal
     price: Decimal
+    stripe_price_id: str | None = None
 
 
 class SubscriptionIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -118,6 +120,8 @@ class Subscription(msgspec.Struct):
     period_end: datetime
     created_at: datetime
     updated_at: datetime
+    stripe_subscription_id: str | None = None
+    cancel_at_period_end: bool = False
 
 
 class UsageIn(msgspec.Struct, forbid_unknown_fields=True):

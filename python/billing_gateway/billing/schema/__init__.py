@@ -9,7 +9,8 @@ so what a new database gets is what an upgraded one gets.
 Versions:
 
 1. the initial schema (:mod:`.v1`);
-2. the constraints several replicas need (:mod:`.v2`).
+2. the constraints several replicas need (:mod:`.v2`);
+4. Stripe sync: the webhook inbox and the Stripe ids (:mod:`.v4`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import v1, v2
+from . import v1, v2, v4
 from .tables import (
     WRITE,
     api_keys,
@@ -35,6 +36,8 @@ from .tables import (
     prices,
     products,
     schema_migrations,
+    stripe_events,
+    stripe_objects,
     subscriptions,
     tables,
     usage_records,
@@ -57,12 +60,14 @@ __all__ = [
     "prices",
     "products",
     "schema_migrations",
+    "stripe_events",
+    "stripe_objects",
     "subscriptions",
     "tables",
     "usage_records",
 ]
 
-UPGRADES: list[tuple[int, Callable[[Connection], None]]] = [(2, v2.upgrade)]
+UPGRADES: list[tuple[int, Callable[[Connection], None]]] = [(2, v2.upgrade), (4, v4.upgrade)]
 """The steps from version 1 on, applied in order. Append; never edit an applied one."""
 LATEST = max(v for v, _ in UPGRADES)
 

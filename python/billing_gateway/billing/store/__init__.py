@@ -34,6 +34,7 @@ from .records import (
     SubscriptionRow,
     UsageRow,
 )
+from .stripe_sync import NotYet, StripeSync
 from .usage import Usage
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "InvoiceLineRow",
     "InvoiceRow",
     "NotFound",
+    "NotYet",
     "OutboxState",
     "PlanRow",
     "Principal",
@@ -55,9 +57,9 @@ __all__ = [
 ]
 
 
-class BillingStore(Cycles, Customers, Usage, ApiKeys):
+class BillingStore(StripeSync, Cycles, Customers, Usage, ApiKeys):
     """Customers, plans, subscriptions, usage, invoices and payments, billing cycles, API
-    keys and the outbox, over one database."""
+    keys, the outbox and Stripe sync, over one database."""
 
     @classmethod
     def open(cls, url: str, **options: Any) -> BillingStore:

@@ -58,7 +58,9 @@ def test_a_signed_event_is_stored_once(client: TestClient, store: BillingStore) 
     ["wrong secret", "tampered body", "expired", "future", "missing header", "garbage header", "no v1"],
 )
 def test_a_bad_signature_is_400_and_stores_nothing(
-    client: TestClient, store: BillingStore, case: str  # type: ignore[type-arg]
+    client: TestClient,
+    store: BillingStore,
+    case: str,  # type: ignore[type-arg]
 ) -> None:
     payload = body(event("customer.created", customer("cus_B")))
     now = int(time.time())

@@ -82,14 +82,14 @@ def invoice(inv: str, sub: str, cus: str, *, amount: int = 2900, status: str = "
     paid = amount if status == "paid" else 0
     line = {
         "id": f"il_{inv[3:]}", "object": "line_item", "amount": amount, "currency": currency,
-        "description": "1 × Pro (at $29.00 / month)", "discountable": True, "invoice": inv,
+        "description": "1 × Pro (at $29.00 / month)",  # noqa: RUF001 (Stripe's own sign) "discountable": True, "invoice": inv,
         "livemode": False, "metadata": {},
         "parent": {"type": "subscription_item_details", "invoice_item_details": None,
                    "subscription_item_details": {"invoice_item": None, "proration": False,
                                                  "subscription": sub, "subscription_item": f"si_{sub[4:]}"}},
         "period": {"start": start, "end": end},
-        "pricing": {"type": "price_details", "price_details": {"price": "price_pro", "product": "prod_1TestPro"},
-                    "unit_amount_decimal": str(amount)},
+        "pricing": {"type": "price_details", "unit_amount_decimal": str(amount),
+                    "price_details": {"price": "price_pro", "product": "prod_1TestPro"}},
         "quantity": 1,
     }  # fmt: skip
     return {

@@ -116,14 +116,14 @@ def test_a_lifecycle_reaches_billing_and_the_gateways(store: BillingStore) -> No
     budget = gateway_of(store).budget("tenant_life")
     assert budget is not None and (budget.status, budget.plan_id) == ("active", "plan_team")
     assert budget.total == to_micros(500)
-    assert budget.period_start == at(T0 + MONTH), "the paid invoice opened the new period on the gateway"
+    assert budget.period_start == at(T0 + MONTH), "Stripe's next period renewed the gateway's"
     deliver(store, sub_event("deleted", sub, cus, T0 + MONTH + 9, status="canceled", price_id=team))
     assert (found := store.get_subscription(sub)) is not None and found.status == "canceled"
     assert (b := gateway_of(store).budget("tenant_life")) is not None and b.status == "canceled"
     assert types(store) == [
         "customer.created", "subscription.created", "subscription.updated", "subscription.updated",
-        "invoice.created", "subscription.updated", "invoice.paid", "subscription.updated",
-        "subscription.updated",
+        "invoice.created", "invoice.paid", "subscription.updated",  # the next period opens, past_due
+        "invoice.paid", "subscription.updated", "subscription.updated",  # paid; active; canceled
     ]  # fmt: skip
 
 
@@ -133,9 +133,15 @@ def test_an_older_event_changes_nothing_and_canceled_is_final(store: BillingStor
     deliver(
         store,
         event(
-            "customer.subscription.updated", subscription(sub, "cus_O", status="past_due"), created=T0 + 10
+            "customer.subscription.updated",
+            subscription(sub, "cus_O", tenant_id="t_o", status="past_due"),
+            created=T0 + 10,
         ),
-        event("customer.subscription.created", subscription(sub, "cus_O", status="active"), created=T0 + 1),
+        event(
+            "customer.subscription.created",
+            subscription(sub, "cus_O", tenant_id="t_o", status="active"),
+            created=T0 + 1,
+        ),
     )
     assert (found := store.get_subscription(sub)) is not None and found.status == "past_due", (
         "the older one is stale"
@@ -143,10 +149,20 @@ def test_an_older_event_changes_nothing_and_canceled_is_final(store: BillingStor
     deliver(
         store,
         event(
-            "customer.subscription.deleted", subscription(sub, "cus_O", status="canceled"), created=T0 + 20
+            "customer.subscription.deleted",
+            subscription(sub, "cus_O", tenant_id="t_o", status="canceled"),
+            created=T0 + 20,
         ),
-        event("customer.subscription.updated", subscription(sub, "cus_O", status="active"), created=T0 + 30),
-        event("customer.subscription.resumed", subscription(sub, "cus_O", status="active"), created=T0 + 40),
+        event(
+            "customer.subscription.updated",
+            subscription(sub, "cus_O", tenant_id="t_o", status="active"),
+            created=T0 + 30,
+        ),
+        event(
+            "customer.subscription.resumed",
+            subscription(sub, "cus_O", tenant_id="t_o", status="active"),
+            created=T0 + 40,
+        ),
     )
     assert (found := store.get_subscription(sub)) is not None and found.status == "canceled"
     rows = {r.event_type: r.status for r in inbox.list_rows(store)}
@@ -158,7 +174,9 @@ def test_an_older_event_changes_nothing_and_canceled_is_final(store: BillingStor
 
 def test_periods_from_before_2025_03_31_are_read_from_the_subscription(store: BillingStore) -> None:
     plans(store)
-    legacy = subscription("sub_1Legacy", "cus_G", start=T0 + 7, end=T0 + 7 + MONTH, on_items=False)
+    legacy = subscription(
+        "sub_1Legacy", "cus_G", tenant_id="t_g", start=T0 + 7, end=T0 + 7 + MONTH, on_items=False
+    )
     deliver(store, event("customer.subscription.created", legacy))
     found = store.get_subscription("sub_1Legacy")
     assert found is not None and (found.period_start, found.period_end) == (at(T0 + 7), at(T0 + 7 + MONTH))
@@ -169,7 +187,11 @@ def test_a_plans_own_stripe_price_id_maps_it(store: BillingStore) -> None:
         plan_id="plan_x", name="X", currency="USD", included_budget=1, price=0, stripe_price_id="price_x"
     )
     deliver(
-        store, event("customer.subscription.created", subscription("sub_1X", "cus_X", price_id="price_x"))
+        store,
+        event(
+            "customer.subscription.created",
+            subscription("sub_1X", "cus_X", tenant_id="t_x", price_id="price_x"),
+        ),
     )
     assert (found := store.get_subscription("sub_1X")) is not None and found.plan_id == "plan_x"
 
@@ -187,7 +209,10 @@ def test_unknown_types_are_stored_and_ignored_and_audited(store: BillingStore) -
 
 
 def test_failures_back_off_then_die_and_a_retry_applies_them(store: BillingStore) -> None:
-    evt = event("customer.subscription.created", subscription("sub_1Dead", "cus_D", price_id="price_unknown"))
+    evt = event(
+        "customer.subscription.created",
+        subscription("sub_1Dead", "cus_D", tenant_id="t_d", price_id="price_unknown"),
+    )
     now = [datetime.now(UTC)]
     store.clock = lambda: now[0]
     worker = StripeWorker(store, StripeSettings(price_map=PRICES), max_attempts=3, backoff_s=10)
@@ -229,13 +254,28 @@ def test_an_invoice_before_its_subscription_waits_for_it(store: BillingStore) ->
     assert row.status == "pending" and "not synced yet" in (row.last_error or "")
     deliver(
         store,
-        event("customer.subscription.created", subscription("sub_1Late", "cus_E"), created=T0),
+        event(
+            "customer.subscription.created", subscription("sub_1Late", "cus_E", tenant_id="t_e"), created=T0
+        ),
         worker=worker,
     )
     now[0] += timedelta(seconds=10)
     worker.drain()
     assert {r.status for r in inbox.list_rows(store)} == {"processed"}
     assert [i.status for i in store.list_invoices()] == ["paid"]
+
+
+def test_a_subscription_of_an_unknown_customer_waits_for_the_customer(store: BillingStore) -> None:
+    plans(store)
+    now = [datetime.now(UTC)]
+    store.clock = lambda: now[0]
+    worker = StripeWorker(store, StripeSettings(price_map=PRICES), backoff_s=10)
+    deliver(store, sub_event("created", "sub_1Wait", "cus_W", T0 + 1), worker=worker)
+    assert "customer cus_W is not synced yet" in (inbox.list_rows(store)[0].last_error or "")
+    deliver(store, event("customer.created", customer("cus_W", tenant_id="tenant_w")), worker=worker)
+    now[0] += timedelta(seconds=10)
+    worker.drain()
+    assert (found := store.get_subscription("sub_1Wait")) is not None and found.customer_id == "tenant_w"
 
 
 def test_every_stripe_status_has_a_billing_status() -> None:

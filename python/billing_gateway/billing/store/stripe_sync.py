@@ -4,14 +4,17 @@ transaction of the Stripe event that carries it, writing the usual outbox events
 Arrival order is never trusted: :meth:`StripeSync.order` compares an event's ``created``
 with the newest one applied to the same Stripe object. A subscription's status changes
 only through billing's transition table (``canceled`` is terminal); its period only moves
-forward. Stripe drives the period: an invoice paid for a new period opens it (``invoice.paid``
-for the gateways, which reset the spend), as billing's own cycle would.
+forward. Stripe drives the period: when it opens the next one (the subscription's current
+period moves, or an invoice for a later period is paid) billing opens it too, with
+``invoice.paid`` for the gateways (which renew the budget), as its own cycle would; whether
+the renewal is paid shows in the status (``past_due``), which Stripe sets.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -188,19 +191,26 @@ class StripeSync(Cycles, Customers):
         start, end = s.period(item)
         sub = self.stripe_subscription(conn, s.id, lock=True)
         if sub is None:
-            customer_id = self.stripe_customer_id(conn, s.customer_id) or self._link_customer(
-                conn, s.customer_id, s.metadata.tenant_id, None, None, correlation_id
-            )
+            customer_id = self.stripe_customer_id(conn, s.customer_id)
+            if customer_id is None:  # billing's own subscriptions name their tenant; others wait
+                if _valid_id(s.metadata.tenant_id) is None:
+                    raise NotYet("customer", s.customer_id)
+                customer_id = self._link_customer(
+                    conn, s.customer_id, s.metadata.tenant_id, None, None, correlation_id
+                )
             return self._create_from_stripe(conn, s, plan, status, start, end, customer_id, correlation_id)
         if sub.status == "canceled":
             return "unchanged: canceled is final", sub.customer_id
         now = self.clock()
         local: dict[str, Any] = {}
-        if start > sub.period_start:
+        if start > sub.period_start:  # Stripe opened the next period: the budget renews
             local |= {"period_start": start, "period_end": end}
+            self._open_period(
+                conn, sub, s.latest_invoice_id or f"period_{sub.id}", 0, start, end, correlation_id
+            )
         if s.cancel_at_period_end != sub.cancel_at_period_end:
             local["cancel_at_period_end"] = s.cancel_at_period_end
-        if local:  # billing's own bookkeeping: the gateways' period moves with the paid invoice
+        if local:
             conn.execute(
                 subscriptions.update().where(subscriptions.c.id == sub.id).values(**local, updated_at=now)
             )
@@ -265,9 +275,10 @@ class StripeSync(Cycles, Customers):
         correlation_id: str,
     ) -> tuple[str, str | None]:
         """``(outcome, billing customer id)``: the invoice recorded (``invoice.created``),
-        paid (a payment, and ``invoice.paid`` opening its period when that is the
-        subscription's next one), or its failed payment noted (the status follows
-        ``customer.subscription.updated``)."""
+        paid (a payment, and ``invoice.paid`` for the period it bills unless billing holds a
+        later one; a gateway resets the spend only for a later period than its own, and a
+        canceled subscription's period stays), or its failed payment noted (the status
+        follows ``customer.subscription.updated``)."""
         stripe_sub = inv.subscription_id
         if stripe_sub is None:
             return "ignored: not a subscription's invoice", None
@@ -289,23 +300,37 @@ class StripeSync(Cycles, Customers):
         conn.execute(
             payments.insert().values(id=new_id("pay"), invoice_id=inv.id, amount=amount, created_at=now)
         )
-        if sub.status == "canceled" or start < sub.period_start:
+        if start < sub.period_start:
             return "paid (a period already left behind)", sub.customer_id
-        if start > sub.period_start:
+        if start > sub.period_start and sub.status != "canceled":
             conn.execute(
                 subscriptions.update()
                 .where(subscriptions.c.id == sub.id)
                 .values(period_start=start, period_end=end, updated_at=now)
             )
+        self._open_period(conn, sub, inv.id, amount, start, end, correlation_id)
+        return "paid", sub.customer_id
+
+    def _open_period(
+        self,
+        conn: Connection,
+        sub: SubscriptionRow,
+        invoice_id: str,
+        amount: int,
+        start: datetime,
+        end: datetime,
+        correlation_id: str,
+    ) -> None:
+        """``invoice.paid`` for the gateways: they take the period if it is later than
+        theirs, with the spend back at 0 (a repeat for the same period changes nothing)."""
         paid = events.InvoicePaid(
             data=events.InvoicePaidData(
-                invoice_id=inv.id, customer_id=sub.customer_id, subscription_id=sub.id,
+                invoice_id=invoice_id, customer_id=sub.customer_id, subscription_id=sub.id,
                 amount_paid=from_micros(amount), new_period_start=start, new_period_end=end,
             ),
-            **envelope(now, sub.customer_id, correlation_id),
+            **envelope(self.clock(), sub.customer_id, correlation_id),
         )  # fmt: skip
         self._emit(conn, paid, sub.customer_id)
-        return "paid", sub.customer_id
 
     def _record_stripe_invoice(
         self, conn: Connection, inv: Invoice, sub: SubscriptionRow, start: Any, end: Any, correlation_id: str

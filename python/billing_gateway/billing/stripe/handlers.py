@@ -23,7 +23,7 @@ from billing_gateway.billing.store import BillingStore
 
 from .objects import Customer, Event, Invoice, Subscription, decode_object
 
-__all__ = ["HANDLED", "Ambiguous", "Applied", "apply", "object_kind"]
+__all__ = ["HANDLED", "Ambiguous", "Applied", "adopt", "apply", "object_kind"]
 
 Apply = Callable[[BillingStore, Connection, dict[str, Any], Mapping[str, str], str], tuple[str, str | None]]
 
@@ -91,6 +91,20 @@ HANDLED: dict[str, Apply] = {
     "invoice.paid": _invoice("paid"),
     "invoice.payment_failed": _invoice("payment_failed"),
 }
+
+
+def adopt(
+    store: BillingStore,
+    conn: Connection,
+    kind: str,
+    found: dict[str, Any],
+    prices: Mapping[str, str],
+    key: str,
+) -> None:
+    """Applies a customer or subscription fetched from Stripe because an event referred to
+    it before its own events arrived."""
+    handler = HANDLED["customer.created" if kind == "customer" else "customer.subscription.updated"]
+    handler(store, conn, found, prices, key)
 
 
 def object_kind(event_type: str) -> str:

@@ -108,10 +108,16 @@ class Subscription(msgspec.Struct):
     current_period_end: int | None = None
     cancel_at_period_end: bool = False
     metadata: _Meta = msgspec.field(default_factory=_Meta)
+    latest_invoice: str | _Ref | None = None
 
     @property
     def customer_id(self) -> str:
         return self.customer if isinstance(self.customer, str) else self.customer.id
+
+    @property
+    def latest_invoice_id(self) -> str | None:
+        ref = self.latest_invoice
+        return ref.id if isinstance(ref, _Ref) else ref
 
     def period(self, item: _Item) -> tuple[datetime, datetime]:
         """The current period: the item's (API 2025-03-31 and later), else the subscription's."""

@@ -8,6 +8,10 @@ it is applied once, later. A handler that fails is rolled back to a savepoint an
 event's attempt counted, with exponential backoff, until ``max_attempts``: then it is
 ``dead`` with its error (``billing-gateway billing stripe retry`` redrives it).
 
+An event that refers to a customer or subscription billing has not seen yet waits for
+it (retried with backoff); with ``STRIPE_SECRET_KEY`` the object is fetched from Stripe
+instead, as is the object of two events from the same second.
+
 It wakes when the webhook endpoint of its process stores an event, and otherwise polls
 every ``idle_s``. Its database work runs on a worker thread.
 """
@@ -23,12 +27,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from billing_gateway.billing.schema import stripe_events
-from billing_gateway.billing.store import BillingStore
+from billing_gateway.billing.store import BillingStore, NotYet
 from billing_gateway.billing.store.base import utc
 from billing_gateway.billing.workers.errors import one_line
 
 from .gateway import PaymentGateway
-from .handlers import Ambiguous, Applied, apply
+from .handlers import Ambiguous, Applied, adopt, apply
 from .metrics import StripeMetrics
 from .objects import decode_event
 from .settings import StripeSettings
@@ -135,7 +139,9 @@ class StripeWorker:
     def _object_id(row: Any) -> str | None:
         return decode_event(bytes(row["payload"])).object_id
 
-    def _apply(self, conn: Connection, payload: bytes) -> Applied:
+    def _apply(self, conn: Connection, payload: bytes, fetches: int = 3) -> Applied:
+        """Applies an event; with a gateway, fetches from Stripe what its order or its
+        references leave unknown (a customer or subscription not synced yet)."""
         event = decode_event(payload)
         prices = self.settings.price_map
         try:
@@ -144,6 +150,18 @@ class StripeWorker:
             assert self.gateway is not None
             fetched = self.gateway.retrieve(tie.kind, tie.object_id)
             return apply(self.store, conn, event, prices, fetched=fetched)
+        except NotYet as missing:
+            if self.gateway is None or fetches == 0:
+                raise
+            adopt(
+                self.store,
+                conn,
+                missing.kind,
+                self.gateway.retrieve(missing.kind, missing.object_id),
+                prices,
+                event.id,
+            )
+            return self._apply(conn, payload, fetches - 1)
 
     def _failed(self, conn: Connection, row: Any, error: str) -> None:
         attempts = row["attempts"] + 1

@@ -35,7 +35,7 @@ class PaymentError(BillingError):
 
 def payment_error(exc: stripe.StripeError) -> PaymentError:
     """A Stripe error as the answer billing gives: 402 a declined card, 404 an object
-    Stripe does not have, 400 a request it refused, 409 an idempotency conflict, 502 when
+    Stripe does not have, 400 a request it refused (naming the parameter), 409 an idempotency conflict, 502 when
     Stripe refused billing's key or failed, 503 when it is unreachable or rate-limits."""
     code = str(getattr(exc, "code", None) or type(exc).__name__)
     said = " ".join(str(exc.user_message or exc).split())
@@ -45,8 +45,8 @@ def payment_error(exc: stripe.StripeError) -> PaymentError:
         return PaymentError(409, code, f"Stripe: idempotency key reused with another request: {said}")
     if isinstance(exc, stripe.InvalidRequestError):
         param = f" (parameter {exc.param})" if exc.param else ""
-        if code == "resource_missing":
-            return PaymentError(404, code, f"not found at Stripe{param}: {said}")
+        if code == "resource_missing" and exc.http_status == 404:
+            return PaymentError(404, code, f"not found at Stripe: {said}")
         return PaymentError(400, code, f"Stripe refused the request{param} ({code}): {said}")
     if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
         return PaymentError(502, code, f"Stripe refused billing's API key (STRIPE_SECRET_KEY): {said}")
@@ -167,7 +167,7 @@ class StripeGateway:
                 {"idempotency_key": f"{key}-phases"},
             )
         )
-        return self._plain(current)
+        return current
 
     def cancel(self, subscription: str, at_period_end: bool, key: str) -> dict[str, Any]:
         options: Any = {"idempotency_key": key}

@@ -24,6 +24,7 @@ from .domain import RequestableStatus
 __all__ = [
     "ID_PATTERN",
     "MAX_ID",
+    "CancelIn",
     "Customer",
     "CustomerIn",
     "EventPage",
@@ -31,6 +32,7 @@ __all__ = [
     "InvoiceLine",
     "Key",
     "Plan",
+    "PlanChangeIn",
     "PlanIn",
     "Subscription",
     "SubscriptionIn",
@@ -108,6 +110,19 @@ class SubscriptionPatch(msgspec.Struct, forbid_unknown_fields=True):
     plan_id: Id | None = None
     total_budget: Money | None = None
     status: RequestableStatus | None = None
+
+
+class PlanChangeIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A plan change now (prorated as configured), or at the end of the period (Stripe)."""
+
+    plan_id: Id
+    at_period_end: bool = False
+
+
+class CancelIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A cancellation now, or at the end of the period."""
+
+    at_period_end: bool = False
 
 
 class Subscription(msgspec.Struct):

@@ -5,7 +5,6 @@ customer-bound key sees only its customer, and another customer's payment method
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -20,11 +19,11 @@ from billing_gateway.billing.stripe.objects import to_micros
 from billing_gateway.money import from_micros
 
 from .auth import need, visible
-from .common import PathId, QueryId, Req, Store, Who
+from .common import PathId, QueryId, Req, Store, Who, stripe_key
 from .subscriptions import owned_subscription
 from .webhook import Stripe
 
-__all__ = ["HANDLERS", "stripe_key"]
+__all__ = ["HANDLERS"]
 
 
 class PortalIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -56,13 +55,6 @@ class UpcomingInvoice(msgspec.Struct):
     lines: list[PreviewLine]
 
 
-def stripe_key(request: Req, who: Principal, operation: str) -> str:
-    """The idempotency key passed to Stripe: from the request's ``Idempotency-Key`` (the same
-    request retried is the same Stripe call), else a new one."""
-    key = request.headers.get("idempotency-key")
-    return f"bg-{who.key_id}-{operation}-{key}" if key else f"bg-{operation}-{uuid.uuid4().hex}"
-
-
 def _stripe_customer(store: BillingStore, who: Principal, customer_id: str, scope: str) -> str:
     need(who, scope)
     visible(who, customer_id, f"customer {customer_id}")
@@ -79,10 +71,11 @@ def portal_session(
 ) -> Portal:
     """A Stripe billing-portal session: its URL."""
     customer = _stripe_customer(store, who, customer_id, "billing:payments:write")
+    gateway = stripe.require_gateway()
     return_url = (data.return_url if data else None) or stripe.settings.portal_return_url
     if return_url is None:
         raise Invalid("return_url: required (or set STRIPE_PORTAL_RETURN_URL)")
-    return Portal(stripe.require_gateway().portal_session(customer, return_url))
+    return Portal(gateway.portal_session(customer, return_url))
 
 
 @post("/customers/{customer_id:str}/setup-intents", status_code=201, sync_to_thread=True)

@@ -121,6 +121,10 @@ class Cycles(Invoices):
             **envelope(self.clock(), sub.customer_id, f"cycle:{subscription_id}"),
         )
         self._emit(conn, created, sub.customer_id)
+        if sub.cancel_at_period_end:  # the last period: invoiced, then the subscription ends
+            data = {"subscription_id": sub.id, "customer_id": sub.customer_id, "status": "canceled"}
+            cause = created.event_id
+            sub = self._change_subscription(conn, sub, {"status": "canceled"}, data, f"cycle:{sub.id}", cause)
         if auto_pay:
             return self._pay(conn, invoice, sub, f"cycle:{subscription_id}", created.event_id)
         return invoice

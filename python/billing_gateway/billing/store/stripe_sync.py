@@ -380,6 +380,12 @@ class StripeSync(Cycles, Customers):
         )  # fmt: skip
         self._emit(conn, audit, customer_id)
 
+    def link_stripe_customer(self, customer_id: str, stripe_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                customers.update().where(customers.c.id == customer_id).values(stripe_customer_id=stripe_id)
+            )
+
     def get_stripe_customer(self, customer_id: str) -> str:
         """The Stripe customer id of a billing customer (:class:`NotFound` when it has none)."""
         found = self.get_customer(customer_id)

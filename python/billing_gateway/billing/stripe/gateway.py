@@ -35,8 +35,9 @@ class PaymentError(BillingError):
 
 def payment_error(exc: stripe.StripeError) -> PaymentError:
     """A Stripe error as the answer billing gives: 402 a declined card, 404 an object
-    Stripe does not have, 400 a request it refused (naming the parameter), 409 an idempotency conflict, 502 when
-    Stripe refused billing's key or failed, 503 when it is unreachable or rate-limits."""
+    Stripe does not have, 400 a request it refused (naming the parameter), 409 an
+    idempotency conflict, 502 when Stripe refused billing's key or failed, 503 when it is
+    unreachable or rate-limits."""
     code = str(getattr(exc, "code", None) or type(exc).__name__)
     said = " ".join(str(exc.user_message or exc).split())
     if isinstance(exc, stripe.CardError):

@@ -200,8 +200,8 @@ def test_without_stripe_billing_works_alone(store: BillingStore) -> None:
         store.link_stripe_customer(customer.id, "cus_unused")
         portal = http.post(f"/api/v1/customers/{customer.id}/portal-session", headers=headers)
         assert portal.status_code == 409 and "STRIPE_SECRET_KEY" in portal.json()["detail"]
-        later = http.post(f"/api/v1/subscriptions/{sub_id}/change-plan", json={"plan_id": "plan_pro", "at_period_end": True},
-                          headers=headers)  # fmt: skip
+        change = {"plan_id": "plan_pro", "at_period_end": True}
+        later = http.post(f"/api/v1/subscriptions/{sub_id}/change-plan", json=change, headers=headers)
         assert later.status_code == 409
         ending = http.post(
             f"/api/v1/subscriptions/{sub_id}/cancel", json={"at_period_end": True}, headers=headers

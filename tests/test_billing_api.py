@@ -161,6 +161,8 @@ def test_every_scope_is_required(service: Service, scope: str) -> None:
         "billing:invoices:read": lambda c: c.list_invoices(),
         "billing:invoices:write": lambda c: c.pay_invoice(invoice_id),
         "billing:events:read": lambda c: c.events(),
+        "billing:payments:read": lambda c: c.payment_methods(customer_id),
+        "billing:payments:write": lambda c: c.setup_intent(customer_id),
     }
     others = [s for s in SCOPES if s != scope]
     _, without = service.store.create_api_key(others)
@@ -172,6 +174,8 @@ def test_every_scope_is_required(service: Service, scope: str) -> None:
             calls[scope](c)
         except NotFound:
             assert scope == "billing:invoices:write"  # the scope passed; the invoice does not exist
+        except Conflict:
+            assert scope.startswith("billing:payments:")  # the scope passed; no Stripe customer here
 
 
 def test_customer_bound_keys_see_only_their_customer(service: Service) -> None:

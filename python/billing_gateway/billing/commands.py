@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from billing_gateway.cliargs import OneLineParser, anywhere, bounded_int, host_port, option, positive_seconds
 
 if TYPE_CHECKING:
-    from .outbox_admin import OutboxRow
     from .store import BillingStore
 
 __all__ = ["add_parser", "run"]
@@ -187,11 +186,13 @@ def _outbox(store: BillingStore, args: argparse.Namespace) -> int:
 
     if args.outbox_action == "list":
         rows = outbox_admin.list_rows(store, args.status, args.limit)
-        print(_outbox_table(rows))
+        header = ("SEQ", "EVENT_ID", "EVENT_TYPE", "STATUS", "ATTEMPTS", "LAST_ERROR")
+        cells = [
+            (str(r.seq), r.event_id, r.event_type, r.status, str(r.attempts), _clip(r.last_error))
+            for r in rows
+        ]
         total = outbox_admin.count_rows(store, args.status)
-        more = f"; --limit {total} to see them all" if total > len(rows) else ""
-        print(f"{len(rows)} of {total} {args.status or 'outbox'} rows{more}", file=sys.stderr)
-        return 0
+        return _listing(header, cells, total, f"{args.status or 'outbox'} rows")
     if args.all == bool(args.seq):
         raise _Failed("outbox redrive: give --all or the seq of each row, not both")
     count = outbox_admin.redrive(store, None if args.all else args.seq)
@@ -205,18 +206,33 @@ def _stripe(store: BillingStore, args: argparse.Namespace) -> int:
     if args.stripe_action == "events":
         rows = inbox.list_rows(store, args.status, args.limit)
         header = ("SEQ", "EVENT_ID", "EVENT_TYPE", "OBJECT", "STATUS", "ATTEMPTS", "LAST_ERROR")
-        print(_table(header, [
-            (str(r.seq), r.event_id, r.event_type, r.object_id or "-", r.status, str(r.attempts),
-             _clip(r.last_error)) for r in rows
-        ]))  # fmt: skip
-        total = inbox.count_rows(store, args.status)
-        more = f"; --limit {total} to see them all" if total > len(rows) else ""
-        print(f"{len(rows)} of {total} {args.status or 'Stripe'} events{more}", file=sys.stderr)
-        return 0
+        cells = [
+            (
+                str(r.seq),
+                r.event_id,
+                r.event_type,
+                r.object_id or "-",
+                r.status,
+                str(r.attempts),
+                _clip(r.last_error),
+            )
+            for r in rows
+        ]
+        return _listing(
+            header, cells, inbox.count_rows(store, args.status), f"{args.status or 'Stripe'} events"
+        )
     if args.all == bool(args.event_id):
         raise _Failed("stripe retry: give --all or the id of each event, not both")
     count = inbox.retry(store, None if args.all else args.event_id)
     print(f"retrying {count} Stripe {'event' if count == 1 else 'events'}: pending again, attempts reset")
+    return 0
+
+
+def _listing(header: tuple[str, ...], cells: Sequence[tuple[str, ...]], total: int, what: str) -> int:
+    """A table on standard output; how many of how many on standard error."""
+    print(_table(header, cells))
+    more = f"; --limit {total} to see them all" if total > len(cells) else ""
+    print(f"{len(cells)} of {total} {what}{more}", file=sys.stderr)
     return 0
 
 
@@ -227,18 +243,7 @@ def stripe_event_id(value: str) -> str:
     return value
 
 
-def _outbox_table(rows: list[OutboxRow]) -> str:
-    header = ("SEQ", "EVENT_ID", "EVENT_TYPE", "STATUS", "ATTEMPTS", "LAST_ERROR")
-    return _table(
-        header,
-        [
-            (str(r.seq), r.event_id, r.event_type, r.status, str(r.attempts), _clip(r.last_error))
-            for r in rows
-        ],
-    )
-
-
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     cells = [header, *rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     return "\n".join(

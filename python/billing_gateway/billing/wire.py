@@ -31,12 +31,17 @@ __all__ = [
     "Invoice",
     "InvoiceLine",
     "Key",
+    "PaymentMethods",
     "Plan",
     "PlanChangeIn",
     "PlanIn",
+    "Portal",
+    "PortalIn",
+    "PreviewLine",
     "Subscription",
     "SubscriptionIn",
     "SubscriptionPatch",
+    "UpcomingInvoice",
     "UsageIn",
     "UsageRecordOut",
 ]
@@ -178,3 +183,35 @@ class Invoice(msgspec.Struct):
 class EventPage(msgspec.Struct):
     events: list[dict[str, Any]]
     next_after: int
+
+
+# ---- payments (Stripe) -------------------------------------------------------------------
+
+
+class PortalIn(msgspec.Struct, forbid_unknown_fields=True):
+    return_url: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=r"^https?://[^\s]+$")] | None
+    ) = None
+
+
+class Portal(msgspec.Struct):
+    url: str
+
+
+class PaymentMethods(msgspec.Struct):
+    data: list[dict[str, Any]]
+    default_payment_method: str | None
+
+
+class PreviewLine(msgspec.Struct):
+    description: str | None
+    amount: Decimal
+
+
+class UpcomingInvoice(msgspec.Struct):
+    customer_id: str
+    currency: str
+    amount_due: Decimal
+    total: Decimal
+    next_payment_attempt: datetime | None
+    lines: list[PreviewLine]

@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-import msgspec
 from litestar import delete, get, post
 from litestar.params import Body
 
 from billing_gateway.billing.domain import Invalid, NotFound
 from billing_gateway.billing.store import BillingStore, Principal
 from billing_gateway.billing.stripe.objects import to_micros
+from billing_gateway.billing.wire import PaymentMethods, Portal, PortalIn, PreviewLine, UpcomingInvoice
 from billing_gateway.money import from_micros
 
 from .auth import need, visible
@@ -24,35 +24,6 @@ from .subscriptions import owned_subscription
 from .webhook import Stripe
 
 __all__ = ["HANDLERS"]
-
-
-class PortalIn(msgspec.Struct, forbid_unknown_fields=True):
-    return_url: (
-        Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=r"^https?://[^\s]+$")] | None
-    ) = None
-
-
-class Portal(msgspec.Struct):
-    url: str
-
-
-class PaymentMethods(msgspec.Struct):
-    data: list[dict[str, Any]]
-    default_payment_method: str | None
-
-
-class PreviewLine(msgspec.Struct):
-    description: str | None
-    amount: Decimal
-
-
-class UpcomingInvoice(msgspec.Struct):
-    customer_id: str
-    currency: str
-    amount_due: Decimal
-    total: Decimal
-    next_payment_attempt: datetime | None
-    lines: list[PreviewLine]
 
 
 def _stripe_customer(store: BillingStore, who: Principal, customer_id: str, scope: str) -> str:

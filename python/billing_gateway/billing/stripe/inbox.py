@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from billing_gateway.billing import parked
 from billing_gateway.billing.schema import stripe_events
-from billing_gateway.billing.store import BillingStore, Conflict, NotFound, insert_new
+from billing_gateway.billing.store import BillingStore, insert_new
 
 from .objects import Event
 
@@ -50,21 +51,12 @@ def receive(store: BillingStore, event: Event, payload: bytes) -> bool:
 
 def list_rows(store: BillingStore, status: str | None = None, limit: int = 50) -> list[InboxRow]:
     """The first ``limit`` events (of ``status``, or all), oldest first."""
-    query = sa.select(
-        T.c.seq, T.c.event_id, T.c.event_type, T.c.object_id, T.c.status, T.c.attempts, T.c.last_error
-    )
-    if status is not None:
-        query = query.where(T.c.status == status)
-    with store.engine.connect() as conn:
-        return [InboxRow(*row) for row in conn.execute(query.order_by(T.c.seq).limit(limit))]
+    columns = (T.c.seq, T.c.event_id, T.c.event_type, T.c.object_id, T.c.status, T.c.attempts, T.c.last_error)
+    return parked.list_rows(store, columns, InboxRow, status, limit)
 
 
 def count_rows(store: BillingStore, status: str | None = None) -> int:
-    query = sa.select(sa.func.count()).select_from(T)
-    if status is not None:
-        query = query.where(T.c.status == status)
-    with store.engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())
+    return parked.count_rows(store, T, status)
 
 
 def counts(store: BillingStore) -> dict[str, int]:
@@ -80,20 +72,7 @@ def retry(store: BillingStore, event_ids: Sequence[str] | None = None) -> int:
     """Dead events back to ``pending``, attempts reset, due now: every dead one when
     ``event_ids`` is None, else exactly those. An unknown id is :class:`NotFound`, one
     that is not dead :class:`Conflict`; nothing changes then."""
-    back = T.update().values(status="pending", attempts=0, next_attempt_at=store.clock(), last_error=None)
-    with store.transaction() as conn:
-        if event_ids is None:
-            return int(conn.execute(back.where(T.c.status == "dead")).rowcount)
-        wanted = sorted(set(event_ids))
-        found = dict(
-            conn.execute(
-                sa.select(T.c.event_id, T.c.status).where(T.c.event_id.in_(wanted)).with_for_update()
-            ).all()
-        )
-        unknown = [e for e in wanted if e not in found]
-        if unknown:
-            raise NotFound(f"no Stripe event {', '.join(unknown)}")
-        alive = [f"{e} is {found[e]}" for e in wanted if found[e] != "dead"]
-        if alive:
-            raise Conflict(f"only dead events can be retried: {', '.join(alive)}")
-        return int(conn.execute(back.where(T.c.event_id.in_(wanted))).rowcount)
+    names = ("Stripe event", "")
+    return parked.redrive(
+        store, T.c.event_id, event_ids, names, attempts=0, next_attempt_at=store.clock(), last_error=None
+    )

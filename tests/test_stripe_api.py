@@ -5,20 +5,27 @@ the rest of the API; Stripe's refusals as clear 4xx/5xx; billing alone without a
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
+import uvicorn
 from billing_gateway import to_micros
 from billing_gateway.billing.api import create_app
+from billing_gateway.billing.client import BillingClient
+from billing_gateway.billing.client import NotFound as ClientNotFound
 from billing_gateway.billing.store import BillingStore
 from billing_gateway.billing.stripe.gateway import StripeGateway
 from billing_gateway.billing.stripe.metrics import StripeMetrics
 from billing_gateway.billing.stripe.runtime import StripeRuntime
 from billing_gateway.billing.stripe.settings import StripeSettings
 from billing_gateway.billing.stripe.worker import StripeWorker
+from billing_gateway.natsd import free_port
 from litestar.testing import TestClient
 
 from .stripe_fake import API_KEY, DECLINING_CARD, FakeStripe, running
@@ -215,3 +222,28 @@ def test_without_stripe_billing_works_alone(store: BillingStore) -> None:
         "ended with its period"
     )
     assert store.close_due_cycles(now=found.period_end + timedelta(days=90)) == []
+
+
+def test_the_python_client_covers_the_stripe_endpoints(setup: Setup) -> None:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(setup.http.app, port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    customer, sub = subscribe(setup)
+    card = setup.fake.add_card(setup.store.get_stripe_customer(customer))
+    with BillingClient(f"http://127.0.0.1:{port}", setup.admin["Authorization"].split()[1], retries=0) as c:
+        assert c.change_plan(sub, "plan_team").plan_id == "plan_team"
+        assert c.cancel_subscription(sub, at_period_end=True).cancel_at_period_end is True
+        assert c.portal_session(customer).startswith("https://billing.stripe.test/")
+        assert c.setup_intent(customer)["status"] == "requires_payment_method"
+        c.set_default_payment_method(customer, card)
+        assert c.payment_methods(customer).default_payment_method == card
+        assert c.upcoming_invoice(customer, sub).amount_due == Decimal("29")
+        c.detach_payment_method(customer, card)
+        assert c.payment_methods(customer).data == []
+        with pytest.raises(ClientNotFound):
+            c.detach_payment_method(customer, "pm_missing")
+    server.should_exit = True
+    thread.join(10)

@@ -5,6 +5,7 @@ the rest of the API; Stripe's refusals as clear 4xx/5xx; billing alone without a
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 import uvicorn
 from billing_gateway import to_micros
@@ -29,7 +31,7 @@ from billing_gateway.natsd import free_port
 from litestar.testing import TestClient
 
 from .stripe_fake import API_KEY, DECLINING_CARD, FakeStripe, running
-from .stripe_payloads import SECRET, T0, body, sign
+from .stripe_payloads import SECRET, T0, body, event, invoice, sign
 
 
 @dataclass
@@ -247,3 +249,39 @@ def test_the_python_client_covers_the_stripe_endpoints(setup: Setup) -> None:
             c.detach_payment_method(customer, "pm_missing")
     server.should_exit = True
     thread.join(10)
+
+
+def deliver_signed(s: Setup, *events: dict[str, Any]) -> None:
+    for evt in events:
+        payload = body(evt)
+        answer = s.http.post(
+            "/api/v1/stripe/webhook", content=payload, headers={"Stripe-Signature": sign(payload)}
+        )
+        assert answer.status_code == 200
+    StripeWorker(s.store, s.runtime.settings, s.runtime.gateway).drain()
+
+
+def test_with_a_key_ambiguous_order_and_missing_objects_are_fetched_from_stripe(setup: Setup) -> None:
+    _, sub = subscribe(setup)
+    setup.fake.events.clear()
+    truth = setup.fake.subscriptions[sub]
+    truth["status"] = "past_due"  # what Stripe holds now
+    second = T0 + 500
+    deliver_signed(
+        setup, event("customer.subscription.updated", json.loads(json.dumps(truth)), created=second)
+    )
+    stale_copy = json.loads(json.dumps(truth)) | {"status": "active"}
+    deliver_signed(setup, event("customer.subscription.updated", stale_copy, created=second))  # same second
+    found = setup.store.get_subscription(sub)
+    assert found is not None and found.status == "past_due", "Stripe's current state, not the later arrival"
+    history = [msgspec.json.decode(p) for _, p in setup.store.list_events(limit=1000)]
+    outcomes = [e["data"]["outcome"] for e in history if e["event_type"] == "stripe.event_processed"]
+    assert outcomes[-1].endswith("(state fetched from Stripe)")
+    # An invoice of a subscription billing never heard of: fetched, then the invoice applied.
+    other = setup.fake._new_subscription({"customer": truth["customer"], "items": [{"price": "price_team"}]})
+    deliver_signed(
+        setup, event("invoice.paid", invoice("in_1Fetch", other["id"], truth["customer"]), created=second + 1)
+    )
+    fetched = setup.store.get_subscription(other["id"])
+    assert fetched is not None and fetched.plan_id == "plan_team"
+    assert [i.status for i in setup.store.list_invoices() if i.id == "in_1Fetch"] == ["paid"]

@@ -165,6 +165,8 @@ def test_every_scope_is_required(service: Service, scope: str) -> None:
         "billing:routing:write": lambda c: c.create_routing_policy(
             priority=1, match_expression="true", strategy="failover", targets=[{"name": "a"}]
         ),
+        "billing:payments:read": lambda c: c.payment_methods(customer_id),
+        "billing:payments:write": lambda c: c.setup_intent(customer_id),
     }
     others = [s for s in SCOPES if s != scope]
     _, without = service.store.create_api_key(others)
@@ -176,6 +178,8 @@ def test_every_scope_is_required(service: Service, scope: str) -> None:
             calls[scope](c)
         except NotFound:
             assert scope == "billing:invoices:write"  # the scope passed; the invoice does not exist
+        except Conflict:
+            assert scope.startswith("billing:payments:")  # the scope passed; no Stripe customer here
 
 
 def test_customer_bound_keys_see_only_their_customer(service: Service) -> None:

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from billing_gateway import RoutingPolicy, Target
 from billing_gateway.billing.domain import Conflict
-from billing_gateway.billing.schema import LATEST, metadata, tables, v1
+from billing_gateway.billing.schema import UPGRADES, metadata, tables, v1
 from billing_gateway.billing.store import BillingStore
 
 from .billing_fixtures import pg_schema, pg_url, race
@@ -21,6 +21,7 @@ from .billing_fixtures import pg_schema, pg_url, race
 __all__ = ["pg_url"]  # a fixture used here
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+VERSIONS = {1, *(version for version, _ in UPGRADES)}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -77,7 +78,7 @@ def test_a_version_1_database_upgrades_in_place(v1_url: str) -> None:
     store = BillingStore.open(v1_url)
     payments, migrations = tables["payments"], tables["schema_migrations"]
     with store.engine.connect() as conn:
-        assert set(conn.execute(sa.select(migrations.c.version)).scalars()) == set(range(1, LATEST + 1))
+        assert set(conn.execute(sa.select(migrations.c.version)).scalars()) == VERSIONS
         statuses = dict(conn.execute(sa.select(payments.c.id, payments.c.status)).all())
     assert statuses == {"pay_1": "settled", "pay_0": "duplicate"}, (
         "the earliest settles; the other is to refund"
@@ -95,6 +96,13 @@ def test_a_version_1_database_upgrades_in_place(v1_url: str) -> None:
     assert created and store.list_routing_policies() == [row]
     store.delete_routing_policy("p")
     assert store.list_routing_policies() == [] and len(store.routing_events()) == 1
+    # Version 4: Stripe sync on the old rows.
+    found = store.get_subscription("sub_1")
+    assert found is not None and (found.stripe_subscription_id, found.cancel_at_period_end) == (None, False)
+    store.link_stripe_customer("cus_1", "cus_stripe_1")
+    with pytest.raises(Conflict, match="stripe_customer_id"):
+        store.create_customer("B", "b@x.io", stripe_customer_id="cus_stripe_1")
+    assert store.close_due_cycles(now=T0 + timedelta(days=31)), "billing's own subscriptions still cycle"
     store.engine.dispose()
     again = BillingStore.open(v1_url)  # nothing left to do
     assert again.get_usage_record("ur_1") is not None
@@ -109,7 +117,7 @@ def test_processes_starting_together_on_a_new_database_migrate_it_once(tmp_path:
             stores = race(*[partial(BillingStore.open, url)] * 3)
             with stores[0].engine.connect() as conn:
                 versions = conn.execute(sa.select(tables["schema_migrations"].c.version)).scalars().all()
-            assert sorted(versions) == list(range(1, LATEST + 1))
+            assert sorted(versions) == sorted(VERSIONS)
             for store in stores:
                 store.engine.dispose()
 

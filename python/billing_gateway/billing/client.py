@@ -25,11 +25,14 @@ from .wire import (
     Customer,
     EventPage,
     Invoice,
+    PaymentMethods,
     Plan,
+    Portal,
     RoutingPolicy,
     RoutingPolicyDeleted,
     RoutingTargetIn,
     Subscription,
+    UpcomingInvoice,
     UsageRecordOut,
 )
 
@@ -112,6 +115,8 @@ class _Call:
             except ValueError:
                 detail = response.text
             raise _ERRORS.get(response.status_code, ApiError)(response.status_code, detail)
+        if self.result is None:
+            return None
         return msgspec.json.decode(response.content, type=self.result)
 
 
@@ -292,8 +297,60 @@ class AsyncBillingClient(_Base):
         )
         return result
 
-    async def cancel_subscription(self, subscription_id: str) -> Subscription:
-        return await self.update_subscription(subscription_id, status="canceled")
+    async def cancel_subscription(self, subscription_id: str, *, at_period_end: bool = False) -> Subscription:
+        """Canceled now (``PATCH`` status), or at the end of its period."""
+        if not at_period_end:
+            return await self.update_subscription(subscription_id, status="canceled")
+        call = _post(f"/subscriptions/{subscription_id}/cancel", Subscription, {"at_period_end": True}, None)
+        result: Subscription = await self._send(call)
+        return result
+
+    async def change_plan(
+        self,
+        subscription_id: str,
+        plan_id: str,
+        *,
+        at_period_end: bool = False,
+        idempotency_key: str | None = None,
+    ) -> Subscription:
+        """The plan now, or from the next period on (with Stripe)."""
+        body = {"plan_id": plan_id, "at_period_end": at_period_end}
+        call = _post(f"/subscriptions/{subscription_id}/change-plan", Subscription, body, idempotency_key)
+        result: Subscription = await self._send(call)
+        return result
+
+    async def portal_session(self, customer_id: str, return_url: str | None = None) -> str:
+        """A Stripe billing-portal session's URL."""
+        call = _post(f"/customers/{customer_id}/portal-session", Portal, {"return_url": return_url}, None)
+        result: Portal = await self._send(call)
+        return result.url
+
+    async def setup_intent(self, customer_id: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        """A Stripe setup intent for a new payment method: ``id``, ``client_secret``, ``status``."""
+        call = _post(f"/customers/{customer_id}/setup-intents", dict[str, Any], {}, idempotency_key)
+        result: dict[str, Any] = await self._send(call)
+        return result
+
+    async def payment_methods(self, customer_id: str) -> PaymentMethods:
+        result: PaymentMethods = await self._send(
+            _Call("GET", f"/customers/{customer_id}/payment-methods", PaymentMethods)
+        )
+        return result
+
+    async def set_default_payment_method(self, customer_id: str, payment_method_id: str) -> None:
+        path = f"/customers/{customer_id}/payment-methods/{payment_method_id}/default"
+        await self._send(_post(path, dict[str, str], {}, None))
+
+    async def detach_payment_method(self, customer_id: str, payment_method_id: str) -> None:
+        await self._send(
+            _Call("DELETE", f"/customers/{customer_id}/payment-methods/{payment_method_id}", None)
+        )
+
+    async def upcoming_invoice(self, customer_id: str, subscription_id: str | None = None) -> UpcomingInvoice:
+        params = {} if subscription_id is None else {"subscription_id": subscription_id}
+        call = _Call("GET", f"/customers/{customer_id}/upcoming-invoice", UpcomingInvoice, params=params)
+        result: UpcomingInvoice = await self._send(call)
+        return result
 
     async def pay_invoice(self, invoice_id: str, *, idempotency_key: str | None = None) -> Invoice:
         result: Invoice = await self._send(_post(f"/invoices/{invoice_id}/pay", Invoice, {}, idempotency_key))
@@ -452,6 +509,13 @@ class BillingClient:
     get_subscription = _blocking(AsyncBillingClient.get_subscription)
     update_subscription = _blocking(AsyncBillingClient.update_subscription)
     cancel_subscription = _blocking(AsyncBillingClient.cancel_subscription)
+    change_plan = _blocking(AsyncBillingClient.change_plan)
+    portal_session = _blocking(AsyncBillingClient.portal_session)
+    setup_intent = _blocking(AsyncBillingClient.setup_intent)
+    payment_methods = _blocking(AsyncBillingClient.payment_methods)
+    set_default_payment_method = _blocking(AsyncBillingClient.set_default_payment_method)
+    detach_payment_method = _blocking(AsyncBillingClient.detach_payment_method)
+    upcoming_invoice = _blocking(AsyncBillingClient.upcoming_invoice)
     record_usage = _blocking(AsyncBillingClient.record_usage)
     list_invoices = _blocking(AsyncBillingClient.list_invoices)
     pay_invoice = _blocking(AsyncBillingClient.pay_invoice)

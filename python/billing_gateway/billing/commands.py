@@ -5,10 +5,13 @@
     billing [--db PATH|URL] keys create --scope SCOPE [--scope SCOPE ...] [--customer ID]
     billing [--db PATH|URL] outbox list [--status dead|pending|published] [--limit N]
     billing [--db PATH|URL] outbox redrive (--all | SEQ ...)
+    billing [--db PATH|URL] stripe events [--status pending|processed|ignored|dead] [--limit N]
+    billing [--db PATH|URL] stripe retry (--all | EVENT_ID ...)
 
 Every error is one line on standard error with exit code 2: a usage error, a database
 that cannot be opened, a port that cannot be listened on, an unknown scope, customer
-or outbox row. Nothing is written when a command fails.
+outbox row or Stripe event, a ``STRIPE_*`` variable that cannot be used. Nothing is
+written when a command fails.
 """
 
 from __future__ import annotations
@@ -16,14 +19,13 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from billing_gateway.cliargs import OneLineParser, anywhere, bounded_int, host_port, option, positive_seconds
 
 if TYPE_CHECKING:
-    from .outbox_admin import OutboxRow
     from .store import BillingStore
 
 __all__ = ["add_parser", "run"]
@@ -101,6 +103,24 @@ def add_parser(commands: Any, late: argparse.ArgumentParser) -> None:
     redrive.add_argument("seq", nargs="*", type=bounded_int(1, MAX_SEQ), metavar="SEQ")
     redrive.add_argument("--all", action="store_true", help="every dead row")
 
+    stripe = actions.add_parser("stripe", help="Stripe webhook events: list them, retry dead ones")
+    stripe_actions = stripe.add_subparsers(dest="stripe_action", required=True, parser_class=OneLineParser)
+    events = stripe_actions.add_parser(
+        "events", help="stored events, oldest first: seq, id, type, object, status, attempts, last error",
+        **anywhere(late_db),
+    )  # fmt: skip
+    events.add_argument(
+        "--status", choices=["pending", "processed", "ignored", "dead"], help="only events in this state"
+    )
+    events.add_argument("--limit", type=bounded_int(1, 1_000_000), default=50, metavar="N")
+    retry = stripe_actions.add_parser(
+        "retry",
+        help="dead events back to pending, attempts reset: --all, or EVENT_ID ...",
+        **anywhere(late_db),
+    )
+    retry.add_argument("event_id", nargs="*", type=stripe_event_id, metavar="EVENT_ID")
+    retry.add_argument("--all", action="store_true", help="every dead event")
+
 
 def run(args: argparse.Namespace) -> int:
     """Runs the ``billing`` action that ``args`` names."""
@@ -132,12 +152,21 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "outbox":
         return _outbox(store, args)
+    if args.action == "stripe":
+        return _stripe(store, args)
     store.engine.dispose()  # the service opens its own
     options = ServiceOptions(db=args.db, nats_url=args.nats_url, data_dir=args.data_dir)
     if args.action == "dispatch":
         return dispatch(options)
     host, port = args.http
     _check_listen(host, port)
+    from .stripe.runtime import StripeRuntime
+    from .stripe.settings import SettingsError
+
+    try:
+        stripe = StripeRuntime.from_env()
+    except SettingsError as exc:
+        raise _Failed(str(exc)) from None
     return serve(
         ServiceOptions(
             db=args.db,
@@ -147,6 +176,7 @@ def _run(args: argparse.Namespace) -> int:
             port=port,
             auto_pay=not args.no_auto_pay,
             cycle_every_s=args.cycle_every,
+            stripe=stripe,
         )
     )
 
@@ -156,11 +186,13 @@ def _outbox(store: BillingStore, args: argparse.Namespace) -> int:
 
     if args.outbox_action == "list":
         rows = outbox_admin.list_rows(store, args.status, args.limit)
-        print(_table(rows))
+        header = ("SEQ", "EVENT_ID", "EVENT_TYPE", "STATUS", "ATTEMPTS", "LAST_ERROR")
+        cells = [
+            (str(r.seq), r.event_id, r.event_type, r.status, str(r.attempts), _clip(r.last_error))
+            for r in rows
+        ]
         total = outbox_admin.count_rows(store, args.status)
-        more = f"; --limit {total} to see them all" if total > len(rows) else ""
-        print(f"{len(rows)} of {total} {args.status or 'outbox'} rows{more}", file=sys.stderr)
-        return 0
+        return _listing(header, cells, total, f"{args.status or 'outbox'} rows")
     if args.all == bool(args.seq):
         raise _Failed("outbox redrive: give --all or the seq of each row, not both")
     count = outbox_admin.redrive(store, None if args.all else args.seq)
@@ -168,11 +200,51 @@ def _outbox(store: BillingStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(rows: list[OutboxRow]) -> str:
-    header = ("SEQ", "EVENT_ID", "EVENT_TYPE", "STATUS", "ATTEMPTS", "LAST_ERROR")
-    cells = [header] + [
-        (str(r.seq), r.event_id, r.event_type, r.status, str(r.attempts), _clip(r.last_error)) for r in rows
-    ]
+def _stripe(store: BillingStore, args: argparse.Namespace) -> int:
+    from .stripe import inbox
+
+    if args.stripe_action == "events":
+        rows = inbox.list_rows(store, args.status, args.limit)
+        header = ("SEQ", "EVENT_ID", "EVENT_TYPE", "OBJECT", "STATUS", "ATTEMPTS", "LAST_ERROR")
+        cells = [
+            (
+                str(r.seq),
+                r.event_id,
+                r.event_type,
+                r.object_id or "-",
+                r.status,
+                str(r.attempts),
+                _clip(r.last_error),
+            )
+            for r in rows
+        ]
+        return _listing(
+            header, cells, inbox.count_rows(store, args.status), f"{args.status or 'Stripe'} events"
+        )
+    if args.all == bool(args.event_id):
+        raise _Failed("stripe retry: give --all or the id of each event, not both")
+    count = inbox.retry(store, None if args.all else args.event_id)
+    print(f"retrying {count} Stripe {'event' if count == 1 else 'events'}: pending again, attempts reset")
+    return 0
+
+
+def _listing(header: tuple[str, ...], cells: Sequence[tuple[str, ...]], total: int, what: str) -> int:
+    """A table on standard output; how many of how many on standard error."""
+    print(_table(header, cells))
+    more = f"; --limit {total} to see them all" if total > len(cells) else ""
+    print(f"{len(cells)} of {total} {what}{more}", file=sys.stderr)
+    return 0
+
+
+def stripe_event_id(value: str) -> str:
+    """A Stripe event id (``evt_...``): visible ASCII, at most 255 characters."""
+    if not 0 < len(value) <= 255 or not all("!" <= c <= "~" for c in value):
+        raise argparse.ArgumentTypeError(f"expected a Stripe event id, got {value!r}")
+    return value
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    cells = [header, *rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells

@@ -2,7 +2,8 @@
 from the API (:mod:`.api`) and the workers (:mod:`.workers`).
 
 ``serve`` runs, in one process: the REST API (uvicorn), the outbox dispatcher, the
-billing-cycle scheduler and the usage ingestion. ``dispatch`` runs the dispatcher
+billing-cycle scheduler, the usage ingestion and the Stripe worker (which applies the
+webhook events the API stored). ``dispatch`` runs the dispatcher
 alone (several may run against one PostgreSQL database). SIGTERM or SIGINT stops
 them after the work in hand.
 """
@@ -15,7 +16,7 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -27,6 +28,8 @@ from billing_gateway.stream import ensure_stream
 
 from .api import create_app
 from .store import BillingStore
+from .stripe.runtime import StripeRuntime
+from .stripe.worker import StripeWorker
 from .workers import Dispatcher, UsageIngestor, run_cycles
 
 __all__ = ["ServiceOptions", "dispatch", "serve"]
@@ -43,6 +46,7 @@ class ServiceOptions:
     port: int = 8088
     auto_pay: bool = True
     cycle_every_s: float = 60.0
+    stripe: StripeRuntime = field(default_factory=StripeRuntime)
 
 
 class _Server(uvicorn.Server):
@@ -110,8 +114,11 @@ async def _supervised(name: str, run: Callable[[], Awaitable[None]], stop: async
 
 def serve(options: ServiceOptions) -> int:
     def loops(store: BillingStore, js: JetStreamContext, stop: asyncio.Event) -> Loops:
+        runtime = options.stripe
+        stripe_worker = StripeWorker(store, runtime.settings, runtime.gateway, runtime.metrics)
+        runtime.wake = stripe_worker.wake
         config = uvicorn.Config(
-            create_app(store),
+            create_app(store, runtime),
             host=options.host,
             port=options.port,
             lifespan="off",
@@ -134,6 +141,7 @@ def serve(options: ServiceOptions) -> int:
             ("the dispatcher", lambda: dispatcher.run(stop)),
             ("the cycle scheduler", lambda: run_cycles(store, stop, options.cycle_every_s, options.auto_pay)),
             ("the usage ingestion", lambda: ingestor.run(stop)),
+            ("the Stripe worker", lambda: stripe_worker.run(stop)),
         ]
 
     return asyncio.run(_run(options, loops))

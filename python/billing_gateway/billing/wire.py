@@ -24,14 +24,20 @@ from .domain import RequestableStatus
 __all__ = [
     "ID_PATTERN",
     "MAX_ID",
+    "CancelIn",
     "Customer",
     "CustomerIn",
     "EventPage",
     "Invoice",
     "InvoiceLine",
     "Key",
+    "PaymentMethods",
     "Plan",
+    "PlanChangeIn",
     "PlanIn",
+    "Portal",
+    "PortalIn",
+    "PreviewLine",
     "RoutingPolicy",
     "RoutingPolicyBody",
     "RoutingPolicyDeleted",
@@ -41,6 +47,7 @@ __all__ = [
     "Subscription",
     "SubscriptionIn",
     "SubscriptionPatch",
+    "UpcomingInvoice",
     "UsageIn",
     "UsageRecordOut",
 ]
@@ -93,6 +100,7 @@ class PlanIn(msgspec.Struct, forbid_unknown_fields=True):
     interval_days: Annotated[int, msgspec.Meta(ge=1, le=3660)] = 30
     product_name: Name | None = None
     id: Id | None = None
+    stripe_price_id: ExternalId | None = None
 
 
 class Plan(msgspec.Struct):
@@ -103,6 +111,7 @@ class Plan(msgspec.Struct):
     interval_days: int
     included_budget: Decimal
     price: Decimal
+    stripe_price_id: str | None = None
 
 
 class SubscriptionIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -120,6 +129,19 @@ class SubscriptionPatch(msgspec.Struct, forbid_unknown_fields=True):
     status: RequestableStatus | None = None
 
 
+class PlanChangeIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A plan change now (prorated as configured), or at the end of the period (Stripe)."""
+
+    plan_id: Id
+    at_period_end: bool = False
+
+
+class CancelIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A cancellation now, or at the end of the period."""
+
+    at_period_end: bool = False
+
+
 class Subscription(msgspec.Struct):
     id: str
     customer_id: str
@@ -130,6 +152,8 @@ class Subscription(msgspec.Struct):
     period_end: datetime
     created_at: datetime
     updated_at: datetime
+    stripe_subscription_id: str | None = None
+    cancel_at_period_end: bool = False
 
 
 class UsageIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -214,3 +238,35 @@ class RoutingPolicy(msgspec.Struct):
 class RoutingPolicyDeleted(msgspec.Struct):
     id: str
     deleted: bool = True
+
+
+# ---- payments (Stripe) -------------------------------------------------------------------
+
+
+class PortalIn(msgspec.Struct, forbid_unknown_fields=True):
+    return_url: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=r"^https?://[^\s]+$")] | None
+    ) = None
+
+
+class Portal(msgspec.Struct):
+    url: str
+
+
+class PaymentMethods(msgspec.Struct):
+    data: list[dict[str, Any]]
+    default_payment_method: str | None
+
+
+class PreviewLine(msgspec.Struct):
+    description: str | None
+    amount: Decimal
+
+
+class UpcomingInvoice(msgspec.Struct):
+    customer_id: str
+    currency: str
+    amount_due: Decimal
+    total: Decimal
+    next_payment_attempt: datetime | None
+    lines: list[PreviewLine]

@@ -20,8 +20,9 @@ from litestar.openapi import OpenAPIConfig
 
 from billing_gateway.billing.domain import BillingError, Invalid
 from billing_gateway.billing.store import BillingStore
+from billing_gateway.billing.stripe.runtime import StripeRuntime
 
-from . import customers, events, invoices, plans, routing, subscriptions, usage
+from . import customers, events, invoices, payments, plans, routing, subscriptions, usage, webhook
 from .auth import authenticate
 from .common import Req
 from .metrics import metrics
@@ -75,21 +76,31 @@ def _invalid_body(_: Req, exc: ValidationException) -> Response[dict[str, Any]]:
     return Response({"status_code": 422, "detail": fields or exc.detail, "extra": problems}, status_code=422)
 
 
-def create_app(store: BillingStore) -> Litestar:
+def create_app(store: BillingStore, stripe: StripeRuntime | None = None) -> Litestar:
+    """The API on ``store``; Stripe as ``stripe`` says (default: from ``STRIPE_*``)."""
+    runtime = stripe or StripeRuntime.from_env()
+
     def provide_store() -> BillingStore:
         return store
+
+    def provide_stripe() -> StripeRuntime:
+        return runtime
 
     api = Router(
         path="/api/v1",
         route_handlers=[
             *customers.HANDLERS, *plans.HANDLERS, *subscriptions.HANDLERS, *usage.HANDLERS,
-            *invoices.HANDLERS, *events.HANDLERS, *routing.HANDLERS,
+            *invoices.HANDLERS, *events.HANDLERS, *routing.HANDLERS, *payments.HANDLERS,
+            *webhook.HANDLERS,
         ],
         dependencies={"who": Provide(authenticate, sync_to_thread=True)},
     )  # fmt: skip
     return Litestar(
         route_handlers=[api, metrics],
-        dependencies={"store": Provide(provide_store, sync_to_thread=False, use_cache=True)},
+        dependencies={
+            "store": Provide(provide_store, sync_to_thread=False, use_cache=True),
+            "stripe": Provide(provide_stripe, sync_to_thread=False, use_cache=True),
+        },
         exception_handlers={
             BillingError: _billing_error,
             ValidationException: _invalid_body,

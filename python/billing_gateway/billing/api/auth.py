@@ -26,6 +26,8 @@ SCOPES = (
     "billing:events:read",
     "billing:routing:read",
     "billing:routing:write",
+    "billing:payments:read",
+    "billing:payments:write",
 )
 
 

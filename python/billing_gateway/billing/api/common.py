@@ -4,6 +4,7 @@ the wire, and running a POST once per ``Idempotency-Key``."""
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -32,6 +33,7 @@ __all__ = [
     "micros",
     "out",
     "plan_out",
+    "stripe_key",
     "subscription_out",
 ]
 
@@ -103,3 +105,10 @@ def idempotent(
     digest = hashlib.sha256(request.method.encode() + request.url.path.encode() + body).hexdigest()
     answer = run_once(store, Claim(who.key_id, key, digest), status, lambda: msgspec.json.encode(run(key)))
     return Response(answer.body, status_code=answer.status_code, media_type=MediaType.JSON)
+
+
+def stripe_key(request: Req, who: Principal, operation: str) -> str:
+    """The idempotency key passed to Stripe: from the request's ``Idempotency-Key`` (the same
+    request retried is the same Stripe call), else a new one."""
+    key = request.headers.get("idempotency-key")
+    return f"bg-{who.key_id}-{operation}-{key}" if key else f"bg-{operation}-{uuid.uuid4().hex}"

@@ -32,6 +32,7 @@ def create_plan(request: Req, body: RawBody, store: Store, who: Who, data: JSONB
         lambda _: plan_out(store.create_plan(
             name=data.name, currency=data.currency, included_budget=budget, price=price,
             interval_days=data.interval_days, product_name=data.product_name, plan_id=data.id,
+            stripe_price_id=data.stripe_price_id,
         )),
     )  # fmt: skip
 

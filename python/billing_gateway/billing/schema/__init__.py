@@ -11,6 +11,7 @@ Versions:
 1. the initial schema (:mod:`.v1`);
 2. the constraints several replicas need (:mod:`.v2`);
 3. routing policies (:mod:`.v3`).
+4. Stripe sync: the webhook inbox and the Stripe ids (:mod:`.v4`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import v1, v2, v3
+from . import v1, v2, v3, v4
 from .tables import (
     WRITE,
     api_keys,
@@ -37,6 +38,8 @@ from .tables import (
     products,
     routing_policies,
     schema_migrations,
+    stripe_events,
+    stripe_objects,
     subscriptions,
     tables,
     usage_records,
@@ -60,12 +63,18 @@ __all__ = [
     "products",
     "routing_policies",
     "schema_migrations",
+    "stripe_events",
+    "stripe_objects",
     "subscriptions",
     "tables",
     "usage_records",
 ]
 
-UPGRADES: list[tuple[int, Callable[[Connection], None]]] = [(2, v2.upgrade), (3, v3.upgrade)]
+UPGRADES: list[tuple[int, Callable[[Connection], None]]] = [
+    (2, v2.upgrade),
+    (3, v3.upgrade),
+    (4, v4.upgrade),
+]
 """The steps from version 1 on, applied in order. Append; never edit an applied one."""
 LATEST = max(v for v, _ in UPGRADES)
 

@@ -21,6 +21,8 @@ __all__ = [
     "products",
     "routing_policies",
     "schema_migrations",
+    "stripe_events",
+    "stripe_objects",
     "subscriptions",
     "tables",
     "usage_records",
@@ -56,6 +58,7 @@ customers = sa.Table(
     sa.Column("email", sa.Text, nullable=False),
     sa.Column("stripe_customer_id", sa.String(255), nullable=True),
     sa.Column("created_at", Ts, nullable=False),
+    sa.Index("uq_customers_stripe_customer_id", "stripe_customer_id", unique=True),  # v4
 )
 
 products = sa.Table(
@@ -76,6 +79,8 @@ plans = sa.Table(
     sa.Column("interval_days", sa.Integer, nullable=False),
     sa.Column("included_budget", sa.BigInteger, nullable=False),
     sa.Column("created_at", Ts, nullable=False),
+    sa.Column("stripe_price_id", sa.String(255), nullable=True),  # v4
+    sa.Index("uq_plans_stripe_price_id", "stripe_price_id", unique=True),  # v4
 )
 
 prices = sa.Table(
@@ -99,6 +104,9 @@ subscriptions = sa.Table(
     sa.Column("period_end", Ts, nullable=False),
     sa.Column("created_at", Ts, nullable=False),
     sa.Column("updated_at", Ts, nullable=False),
+    sa.Column("stripe_subscription_id", sa.String(255), nullable=True),  # v4
+    sa.Column("cancel_at_period_end", sa.Boolean, nullable=False, server_default=sa.false()),  # v4
+    sa.Index("uq_subscriptions_stripe_subscription_id", "stripe_subscription_id", unique=True),  # v4
 )
 
 usage_records = sa.Table(
@@ -202,6 +210,34 @@ routing_policies = sa.Table(  # v3
     sa.Column("created_at", Ts, nullable=False),
     sa.Column("updated_at", Ts, nullable=False),
     sa.Column("deleted_at", Ts, nullable=True),  # a tombstone
+)
+
+stripe_events = sa.Table(  # v4
+    "stripe_events",
+    metadata,
+    sa.Column(
+        "seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("event_id", sa.String(255), nullable=False, unique=True),
+    sa.Column("event_type", sa.String(255), nullable=False),
+    sa.Column("created", sa.BigInteger, nullable=False),
+    sa.Column("object_id", sa.String(255), nullable=True),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", Ts, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("received_at", Ts, nullable=False),
+    sa.Column("processed_at", Ts, nullable=True),
+    sa.Index("ix_stripe_events_due", "status", "next_attempt_at"),
+)
+
+stripe_objects = sa.Table(  # v4
+    "stripe_objects",
+    metadata,
+    sa.Column("object_id", sa.String(255), primary_key=True),
+    sa.Column("last_created", sa.BigInteger, nullable=False),
+    sa.Column("last_event_id", sa.String(255), nullable=False),
 )
 
 tables = metadata.tables

@@ -36,6 +36,7 @@ from .records import (
     UsageRow,
 )
 from .routing import RoutingPolicies
+from .stripe_sync import NotYet, StripeSync
 from .usage import Usage
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "InvoiceLineRow",
     "InvoiceRow",
     "NotFound",
+    "NotYet",
     "OutboxState",
     "PlanRow",
     "Principal",
@@ -58,9 +60,9 @@ __all__ = [
 ]
 
 
-class BillingStore(Cycles, Customers, Usage, ApiKeys, RoutingPolicies):
+class BillingStore(StripeSync, Cycles, Customers, Usage, ApiKeys, RoutingPolicies):
     """Customers, plans, subscriptions, usage, invoices and payments, billing cycles, API
-    keys, routing policies and the outbox, over one database."""
+    keys, routing policies, the outbox and Stripe sync, over one database."""
 
     @classmethod
     def open(cls, url: str, **options: Any) -> BillingStore:

@@ -1,5 +1,6 @@
 """Billing cycles: every live subscription whose period has ended is invoiced (the plan's
-price plus the usage beyond its budget), and paid at once when asked to."""
+price plus the usage beyond its budget), and paid at once when asked to. Subscriptions
+driven by Stripe are left to Stripe, which invoices them (see :mod:`billing.stripe`)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,11 @@ class Cycles(Invoices):
             due = (
                 conn.execute(
                     sa.select(subs.c.id)
-                    .where(subs.c.status.in_(LIVE_STATUSES), subs.c.period_end <= now)
+                    .where(
+                        subs.c.status.in_(LIVE_STATUSES),
+                        subs.c.period_end <= now,
+                        subs.c.stripe_subscription_id.is_(None),  # Stripe invoices those
+                    )
                     .order_by(subs.c.id)
                 )
                 .scalars()
@@ -62,8 +67,8 @@ class Cycles(Invoices):
         self, conn: Connection, subscription_id: str, now: datetime, auto_pay: bool
     ) -> InvoiceRow | None:
         sub = self._subscription(conn, subscription_id, lock=True)
-        if sub.period_end > now or sub.status not in LIVE_STATUSES:
-            return None  # closed by a concurrent scheduler, or canceled meanwhile
+        if sub.period_end > now or sub.status not in LIVE_STATUSES or sub.stripe_subscription_id:
+            return None  # closed by a concurrent scheduler, canceled meanwhile, or Stripe's
         existing = conn.execute(
             sa.select(invoices.c.id).where(
                 invoices.c.subscription_id == subscription_id, invoices.c.period_start == sub.period_start
@@ -116,6 +121,10 @@ class Cycles(Invoices):
             **envelope(self.clock(), sub.customer_id, f"cycle:{subscription_id}"),
         )
         self._emit(conn, created, sub.customer_id)
+        if sub.cancel_at_period_end:  # the last period: invoiced, then the subscription ends
+            data = {"subscription_id": sub.id, "customer_id": sub.customer_id, "status": "canceled"}
+            cause = created.event_id
+            sub = self._change_subscription(conn, sub, {"status": "canceled"}, data, f"cycle:{sub.id}", cause)
         if auto_pay:
             return self._pay(conn, invoice, sub, f"cycle:{subscription_id}", created.event_id)
         return invoice

@@ -54,7 +54,10 @@ def state_envelope(key: str, at: datetime, tenant_id: str | None) -> Envelope:
 
 class Outbox(StoreBase):
     def _emit(
-        self, conn: Connection, event: events.Event | events.BillingEvent, customer_id: str | None
+        self,
+        conn: Connection,
+        event: events.Event | events.BillingEvent | events.UnknownEvent,
+        customer_id: str | None,
     ) -> None:
         """Writes ``event`` to the outbox in the change's transaction. An event a gateway could
         not apply (the single validator, ``events.validate_event``, refuses it) is

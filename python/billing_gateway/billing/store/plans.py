@@ -25,6 +25,7 @@ class Plans(StoreBase):
         interval_days: int = 30,
         product_name: str | None = None,
         plan_id: str | None = None,
+        stripe_price_id: str | None = None,
     ) -> PlanRow:
         check_amount("included_budget", included_budget)
         check_amount("price", price)
@@ -32,16 +33,19 @@ class Plans(StoreBase):
         product_id, product = new_id("prod"), product_name or name
         plan = PlanRow(
             plan_id or new_id("plan"), product_id, name, currency, interval_days, included_budget, now,
-            price, product,
+            price, product, stripe_price_id,
         )  # fmt: skip
         with self.transaction() as conn:
             conn.execute(products.insert().values(id=product_id, name=product, created_at=now))
             inserted = insert_new(
                 conn, plans, id=plan.id, product_id=product_id, name=name, currency=currency,
                 interval_days=interval_days, included_budget=included_budget, created_at=now,
+                stripe_price_id=stripe_price_id,
             )  # fmt: skip
             if not inserted:
-                raise Conflict(f"plan {plan.id} already exists")
+                raise Conflict(
+                    f"plan {plan.id} (or one billed at Stripe price {stripe_price_id}) already exists"
+                )
             conn.execute(
                 prices.insert().values(id=new_id("price"), plan_id=plan.id, amount=price, created_at=now)
             )

@@ -50,6 +50,7 @@ class PlanRow(msgspec.Struct, frozen=True):
     created_at: datetime
     price: int
     product_name: str
+    stripe_price_id: str | None = None
 
 
 class SubscriptionRow(msgspec.Struct, frozen=True):
@@ -62,6 +63,10 @@ class SubscriptionRow(msgspec.Struct, frozen=True):
     period_end: datetime
     created_at: datetime
     updated_at: datetime
+    stripe_subscription_id: str | None = None
+    """The Stripe subscription that drives this one (its state follows Stripe's webhooks;
+    billing's own cycle scheduler leaves it alone)."""
+    cancel_at_period_end: bool = False
 
 
 class UsageRow(msgspec.Struct, frozen=True):

@@ -123,6 +123,20 @@ class Subscriptions(Plans, Outbox):
                 return sub
             return self._change_subscription(conn, sub, changes, data, correlation_id)
 
+    def cancel_at_period_end(self, subscription_id: str) -> SubscriptionRow:
+        """Marks a live subscription to end with its period: its billing cycle then invoices
+        the period and cancels it instead of opening the next one."""
+        with self.transaction() as conn:
+            sub = self._subscription(conn, subscription_id, lock=True)
+            require_live(subscription_id, sub.status)
+            now = self.clock()
+            conn.execute(
+                subscriptions.update()
+                .where(subscriptions.c.id == sub.id)
+                .values(cancel_at_period_end=True, updated_at=now)
+            )
+            return msgspec.structs.replace(sub, cancel_at_period_end=True, updated_at=now)
+
     def _change_subscription(
         self,
         conn: Connection,

@@ -112,7 +112,7 @@ def decision_json(d: Decision, tenant_id: str, amount: int) -> dict[str, Any]:
     }
 
 
-def create_app(consumer: EventConsumer) -> web.Application:
+def create_app(consumer: EventConsumer, *, client_max_size: int = 64 * 1024) -> web.Application:
     gateway = consumer.gateway
     registry = registry_for(consumer)
 
@@ -187,7 +187,7 @@ def create_app(consumer: EventConsumer) -> web.Application:
 
         return handler
 
-    app = web.Application(client_max_size=64 * 1024, middlewares=[error_middleware])
+    app = web.Application(client_max_size=client_max_size, middlewares=[error_middleware])
     app.add_routes(
         [
             web.get("/healthz", healthz),
@@ -231,7 +231,11 @@ def _rebuild_from_billing(url: str, key: str) -> Callable[[], Awaitable[list[byt
     return fetch
 
 
-async def run(options: DaemonOptions) -> int:
+async def run(
+    options: DaemonOptions, app_factory: Callable[[EventConsumer], web.Application] = create_app
+) -> int:
+    """Serves ``app_factory(consumer)`` (the daemon's API; the proxy adds its routes)
+    while the consumer follows the stream, until SIGTERM or SIGINT."""
     store = SnapshotStore(options.snapshot) if options.snapshot else None
     if store is not None:
         store.lock()
@@ -257,7 +261,7 @@ async def run(options: DaemonOptions) -> int:
     if store is not None:
         reporter.on_drained = consumer.save_snapshot
     runner = web.AppRunner(
-        create_app(consumer),
+        app_factory(consumer),
         access_log=None,
         keepalive_timeout=options.idle_timeout_s,
         logger=QuietServerLog(),

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from billing_gateway import RoutingPolicy, Target
 from billing_gateway.cliargs import host_port
 from billing_gateway.errors import InvalidAmount
-from billing_gateway.models import RoutingPolicy, Target
 from billing_gateway.money import to_micros
 
 __all__ = ["ConfigError", "EventsConfig", "ProxyConfig", "TargetConfig", "load_config", "parse_config"]

@@ -27,11 +27,20 @@ class Usage:
 class Hold:
     """``amount`` micro-units reserved for ``tenant_id`` at ``target``'s prices."""
 
-    __slots__ = ("amount", "gateway", "prompt_estimate", "reservation_id", "settled", "target", "tenant_id")
+    __slots__ = (
+        "amount",
+        "gateway",
+        "left",
+        "prompt_estimate",
+        "reservation_id",
+        "settled",
+        "target",
+        "tenant_id",
+    )
 
     def __init__(
         self, gateway: Gateway, tenant_id: str, target: TargetConfig, reservation_id: int, amount: int,
-        prompt_estimate: int,
+        prompt_estimate: int, left: int,
     ) -> None:  # fmt: skip
         self.gateway = gateway
         self.tenant_id = tenant_id
@@ -40,6 +49,9 @@ class Hold:
         self.amount = amount
         self.prompt_estimate = prompt_estimate
         self.settled = False
+        self.left = left
+        """The tenant's remaining budget as this request saw it: after the hold, then after
+        its settlement (without a second look at the table)."""
 
     def commit(self, usage: Usage | None) -> int:
         """Charges what ``usage`` costs (the whole hold for None: a response that did not
@@ -67,6 +79,7 @@ class Hold:
             log.error("hold %d of %s expired before its commit: nothing charged", self.reservation_id,
                       self.tenant_id)  # fmt: skip
             return 0
+        self.left += self.amount - charged
         return charged
 
     def release(self) -> None:
@@ -75,7 +88,4 @@ class Hold:
         self.settled = True
         with contextlib.suppress(UnknownReservation):  # it expired: released already
             self.gateway.release(self.reservation_id)
-
-    def remaining(self) -> int:
-        budget = self.gateway.budget(self.tenant_id)
-        return budget.remaining if budget is not None else 0
+        self.left += self.amount

@@ -158,7 +158,9 @@ class Proxy:
             decision = self.gateway.reserve(tenant, amount, ttl_s=self.config.hold_ttl_s)
             if not decision.allowed or decision.reservation_id is None:
                 return refusal(decision.reason, tenant, amount, decision.remaining)
-            hold = Hold(self.gateway, tenant, target, decision.reservation_id, amount, prompt)
+            hold = Hold(
+                self.gateway, tenant, target, decision.reservation_id, amount, prompt, decision.remaining
+            )
             headers = {"x-route-policy": route.policy_id, "x-route-target": name}
             try:
                 response = await forward(target, hold, headers)
@@ -198,7 +200,7 @@ class Proxy:
             body=body,
             status=upstream.status,
             content_type="application/json",
-            headers={**headers, "x-budget-remaining": _decimal(hold.remaining())},
+            headers={**headers, "x-budget-remaining": _decimal(hold.left)},
         )
 
     async def _stream(
@@ -213,7 +215,7 @@ class Proxy:
             headers={
                 "Content-Type": "text/event-stream",
                 "Cache-Control": "no-cache",
-                "x-budget-remaining": _decimal(hold.remaining()),
+                "x-budget-remaining": _decimal(hold.left),
                 **headers,
             }
         )

@@ -50,13 +50,16 @@ def add_parsers(commands: Any, late: argparse.ArgumentParser) -> None:
 
 
 def _proxy(args: argparse.Namespace) -> int:
+    import uvloop
+
     from .config import load_config
     from .server import serve
 
     config = load_config(args.config)
     if args.http:
         config = replace(config, listen=args.http)
-    return asyncio.run(serve(config, data_dir=args.data_dir, nats_url=args.nats_url))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # about twice as fast
+        return runner.run(serve(config, data_dir=args.data_dir, nats_url=args.nats_url))
 
 
 def _fake(args: argparse.Namespace) -> int:

@@ -12,7 +12,6 @@ until its usage arrives; without it the proxy's count is charged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -61,6 +60,9 @@ def _content_chunks(chunk: _Chunk) -> int:
 
 class _ClientLeft(Exception):
     pass
+
+
+_MORE, _END, _CUT = 0, 1, 2
 
 
 @dataclass
@@ -113,40 +115,68 @@ class _Relay:
         except (aiohttp.ClientError, TimeoutError) as exc:
             return await self._upstream_broke(exc)
 
-    async def _relay(self) -> StreamResult:
-        async for line in self.upstream.content:
-            if not line.startswith(b"data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                break
-            try:
-                chunk = _decode_chunk(payload)
-            except msgspec.DecodeError:
-                await self._send(line + b"\n")  # not ours to judge: pass it on
-                continue
-            if chunk.error is not None:
-                await self._send(b"data: " + payload + b"\n\n")
-                return self.result()
-            self.last = chunk
-            if chunk.usage is not None:
-                self.usage = chunk.usage
-                if not chunk.choices and not self.wants_usage:
-                    continue
-            gained = _content_chunks(chunk)
-            if gained and self.produced + gained > self.allowed:
-                await self._cut()
-                return StreamResult(self.estimate(), cut_off=True)
-            self.produced += gained
-            await self._send(b"data: " + payload + b"\n\n")
+    def _event(self, line: bytes, out: list[bytes]) -> int:
+        """Handles one line of the upstream's stream, appending what the client gets to
+        ``out``; returns ``_MORE``, ``_END`` (done or an error event) or ``_CUT``."""
+        if not line.startswith(b"data:"):
+            return _MORE
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            out.append(DONE)
+            return _END
         try:
-            await self._send(DONE)
+            chunk = _decode_chunk(payload)
+        except msgspec.DecodeError:
+            out.append(line + b"\n\n")  # not ours to judge: pass it on
+            return _MORE
+        if chunk.error is not None:
+            out.append(b"data: " + payload + b"\n\n")
+            return _END
+        self.last = chunk
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+            if not chunk.choices and not self.wants_usage:
+                return _MORE
+        gained = _content_chunks(chunk)
+        if gained and self.produced + gained > self.allowed:
+            return _CUT
+        self.produced += gained
+        out.append(b"data: " + payload + b"\n\n")
+        return _MORE
+
+    async def _relay(self) -> StreamResult:
+        """Relays what each read of the upstream brings in one write (fewer system calls)."""
+        pending = b""
+        async for data in self.upstream.content.iter_any():
+            *lines, pending = (pending + data).split(b"\n")
+            out: list[bytes] = []
+            state = _MORE
+            for line in lines:
+                state = self._event(line.rstrip(b"\r"), out)
+                if state != _MORE:
+                    break
+            if state == _CUT:
+                out += self._cut_chunks()
+                self.upstream.close()
+            if out:
+                try:
+                    await self._send(b"".join(out))
+                except _ClientLeft:
+                    if state == _MORE:
+                        raise
+                    return self.result(client_left=True)
+            if state == _CUT:
+                return StreamResult(self.estimate(), cut_off=True)
+            if state == _END:
+                return self.result()
+        try:
+            await self._send(DONE)  # the upstream ended without [DONE]
         except _ClientLeft:
             return self.result(client_left=True)
         return self.result()
 
-    async def _cut(self) -> None:
-        self.upstream.close()
+    def _cut_chunks(self) -> list[bytes]:
+        """The end of a stream cut at its hold: ``finish_reason: "length"``, then ``[DONE]``."""
         chunk = {
             "id": self.last.id,
             "object": "chat.completion.chunk",
@@ -154,11 +184,13 @@ class _Relay:
             "model": self.last.model,
             "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
         }
-        with contextlib.suppress(_ClientLeft):
-            await self._send(b"data: " + _json.encode(chunk) + b"\n\n" + DONE)
+        return [b"data: " + _json.encode(chunk) + b"\n\n", DONE]
 
     async def _drain(self) -> StreamResult:
         """The client left: read the upstream (not relaying) until its usage, within the deadline."""
+        if self.usage is not None:
+            self.upstream.close()
+            return self.result(client_left=True)
         try:
             async with asyncio.timeout(self.drain_timeout_s):
                 async for line in self.upstream.content:

@@ -10,11 +10,13 @@ import time
 from collections.abc import Mapping
 
 import aiohttp
+from yarl import URL
 
 from .config import TargetConfig
 
 __all__ = ["UpstreamFailed", "Upstreams", "retry_after_s"]
 
+_JSON = {"Content-Type": "application/json"}
 RETRYABLE = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
 
@@ -52,6 +54,7 @@ class Upstreams:
     def __init__(self, targets: Mapping[str, TargetConfig]) -> None:
         self.targets = targets
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._urls: dict[tuple[str, str], URL] = {}  # parsed once, not per request
 
     async def start(self) -> None:
         for name, target in self.targets.items():
@@ -75,10 +78,11 @@ class Upstreams:
         arrived and are not a failure (a 4xx other than 408/409/429 is the caller's to
         pass on); raises :class:`UpstreamFailed` otherwise."""
         session = self._sessions[target.name]
+        url = self._urls.get((target.name, path))
+        if url is None:
+            url = self._urls[target.name, path] = URL(target.base_url + path)
         try:
-            response = await session.post(
-                target.base_url + path, data=body, headers={"Content-Type": "application/json"}
-            )
+            response = await session.post(url, data=body, headers=_JSON)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise UpstreamFailed(target.name, f"{type(exc).__name__}: {exc}") from None
         if response.status in RETRYABLE:

@@ -209,15 +209,19 @@ def test_stream_cut_off_at_the_hold(proxy: Proxy, main: Fake) -> None:
     assert proxy.budget("cus_a")["spent"] == cost(PROMPT, 10)
 
 
+def leave_stream(proxy: Proxy, *, max_tokens: int, after: str) -> None:
+    """Starts a stream and hangs up once the token ``after`` arrived."""
+    body = {"model": "gpt-x", "messages": HI, "max_tokens": max_tokens, "stream": True}
+    headers = {"Authorization": "Bearer sk-a"}
+    with httpx.stream("POST", f"{proxy.url}/chat/completions", json=body, headers=headers) as r:
+        for line in r.iter_lines():
+            if after in line:
+                return
+
+
 def test_client_disconnect_mid_stream_is_charged_what_was_produced(proxy: Proxy, main: Fake) -> None:
     main.configure(tokens=60, chunk_delay_ms=10)
-    body = {"model": "gpt-x", "messages": HI, "max_tokens": 100, "stream": True}
-    with httpx.stream(
-        "POST", f"{proxy.url}/chat/completions", json=body, headers={"Authorization": "Bearer sk-a"}
-    ) as r:
-        for line in r.iter_lines():
-            if "tok2" in line:
-                break  # leave after three tokens
+    leave_stream(proxy, max_tokens=100, after="tok2")
     (usage,) = wait_for(lambda: main.stats()["usage"], what="the upstream finished")
     assert usage[1] == 60
     wait_for(lambda: proxy.budget("cus_a")["reserved"] == 0, what="the hold settled")
@@ -230,13 +234,7 @@ def test_client_disconnect_without_usage_charges_the_estimate(tmp_path: Path, se
     proxy = start_proxy(tmp_path, server, [target("slow", fake)], drain_timeout_s=0.3)
     subscribe(server.url, "cus_a", "100")
     proxy.wait_budget("cus_a")
-    body = {"model": "gpt-x", "messages": HI, "max_tokens": 1000, "stream": True}
-    with httpx.stream(
-        "POST", f"{proxy.url}/chat/completions", json=body, headers={"Authorization": "Bearer sk-a"}
-    ) as r:
-        for line in r.iter_lines():
-            if "tok4" in line:
-                break
+    leave_stream(proxy, max_tokens=1000, after="tok4")
     wait_for(lambda: proxy.budget("cus_a")["reserved"] == 0, what="the hold settled")
     spent = proxy.budget("cus_a")["spent"]
     assert cost(PROMPT, 5) <= spent < cost(PROMPT, 1000) / 2  # what was produced, not the hold, not 0

@@ -22,6 +22,7 @@ from aiohttp import web
 from billing_gateway.consumer import EventConsumer
 from billing_gateway.daemon import create_app
 from billing_gateway.gateway import Gateway
+from billing_gateway.models import Reason
 from billing_gateway.money import from_micros
 
 from .accounting import Hold, Usage
@@ -37,6 +38,7 @@ __all__ = ["Proxy", "create_proxy_app"]
 log = logging.getLogger(__name__)
 
 MAX_BODY = 8 * 1024 * 1024
+MAX_HOLD = 2**63 - 1
 CHAT = "/chat/completions"
 EMBEDDINGS = "/embeddings"
 
@@ -145,7 +147,10 @@ class Proxy:
         self, request: web.Request, tenant: str, attrs: dict[str, object], prompt: int, output: int,
         forward: Forward,
     ) -> web.StreamResponse:  # fmt: skip
-        route = self.gateway.route(tenant, attrs)
+        try:
+            route = self.gateway.route(tenant, attrs)
+        except (TypeError, ValueError) as exc:  # metadata that is not str-keyed JSON of scalars
+            return openai_error(400, f"metadata: {exc}", param="metadata", code="invalid_value")
         if route is None:
             return openai_error(503, f"no healthy upstream for model {attrs['model']!r}", code="no_route")
         failures: list[str] = []
@@ -155,6 +160,8 @@ class Proxy:
                 failures.append(f"{name}: not a configured target")
                 continue
             amount = cost(target, prompt, output)
+            if amount > MAX_HOLD:  # beyond any budget (64-bit micro-units)
+                return refusal(Reason.INSUFFICIENT_BUDGET, tenant, amount, 0)
             decision = self.gateway.reserve(tenant, amount, ttl_s=self.config.hold_ttl_s)
             if not decision.allowed or decision.reservation_id is None:
                 return refusal(decision.reason, tenant, amount, decision.remaining)

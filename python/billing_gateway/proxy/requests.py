@@ -16,6 +16,9 @@ __all__ = ["BadRequest", "ChatRequest", "chat_request", "parse_body", "tenant_of
 
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 
+MAX_TOKENS = 10_000_000
+"""The most output a request may ask for (no model produces more; holds stay within 64 bits)."""
+
 
 class BadRequest(Exception):
     """A refusal, already in its final form."""
@@ -69,8 +72,8 @@ def _positive_int(body: dict[str, Any], key: str) -> int | None:
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _bad(f"{key}: expected a positive integer, got {value!r}", key)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKENS:
+        raise _bad(f"{key}: expected an integer in 1..{MAX_TOKENS}, got {value!r}", key)
     return value
 
 

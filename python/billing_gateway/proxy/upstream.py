@@ -66,6 +66,7 @@ class Upstreams:
                 ),
                 headers=headers,
                 skip_auto_headers=("User-Agent",),
+                cookie_jar=aiohttp.DummyCookieJar(),  # upstreams' cookies are not ours to keep
             )
 
     async def close(self) -> None:

@@ -55,8 +55,20 @@ def proxy(tmp_path: Path, server: EmbeddedNats, main: Fake) -> Iterator[Proxy]:
         p.kill9()
 
 
+_clients: list[openai.OpenAI] = []
+
+
 def client(proxy: Proxy, key: str = "sk-a") -> openai.OpenAI:
-    return openai.OpenAI(base_url=proxy.url, api_key=key, max_retries=0, timeout=30)
+    """A sync client, closed at the end of the test."""
+    _clients.append(openai.OpenAI(base_url=proxy.url, api_key=key, max_retries=0, timeout=30))
+    return _clients[-1]
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _clients:
+        _clients.pop().close()
 
 
 def test_chat_sync_headers_and_exact_charge(proxy: Proxy, main: Fake) -> None:

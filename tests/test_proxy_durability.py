@@ -40,13 +40,13 @@ def test_kill9_mid_traffic_loses_nothing_beyond_the_snapshot_window(
 
     def traffic() -> None:
         nonlocal answered
-        c = openai.OpenAI(base_url=proxy.url, api_key="sk-a", max_retries=0, timeout=10)
-        while not stop.is_set():
-            try:
-                c.chat.completions.create(model="gpt-x", messages=HI, max_tokens=4)
-                answered += 1
-            except openai.APIConnectionError:
-                return  # the proxy was killed
+        with openai.OpenAI(base_url=proxy.url, api_key="sk-a", max_retries=0, timeout=10) as c:
+            while not stop.is_set():
+                try:
+                    c.chat.completions.create(model="gpt-x", messages=HI, max_tokens=4)
+                    answered += 1
+                except openai.APIConnectionError:
+                    return  # the proxy was killed
 
     worker = threading.Thread(target=traffic)
     worker.start()
@@ -64,7 +64,7 @@ def test_kill9_mid_traffic_loses_nothing_beyond_the_snapshot_window(
     assert after["spent"] >= before
     assert after["reserved"] <= cost(estimate_prompt_tokens(HI), 4)  # at most the one hold in flight
     # and the restarted proxy serves at once, charging on top of what it restored
-    c = openai.OpenAI(base_url=proxy.url, api_key="sk-a", max_retries=0, timeout=10)
-    assert c.chat.completions.create(model="gpt-x", messages=HI, max_tokens=4).choices
+    with openai.OpenAI(base_url=proxy.url, api_key="sk-a", max_retries=0, timeout=10) as c:
+        assert c.chat.completions.create(model="gpt-x", messages=HI, max_tokens=4).choices
     assert proxy.budget("cus_a")["spent"] > after["spent"]
     proxy.terminate()

@@ -49,16 +49,16 @@ def pair(tmp_path: Path, server: EmbeddedNats, fakes: Fakes) -> Iterator[tuple[P
 
 
 def ask(proxy: Proxy, model: str = "gpt-x", stream: bool = False) -> str:
-    c = openai.OpenAI(base_url=proxy.url, api_key="sk-a", max_retries=0, timeout=30)
-    if stream:
-        with c.chat.completions.with_streaming_response.create(
-            model=model, messages=HI, max_tokens=3, stream=True
-        ) as r:
-            assert "".join(r.iter_lines())
-            return str(r.headers["x-route-target"])
-    raw = c.chat.completions.with_raw_response.create(model=model, messages=HI, max_tokens=3)
-    assert raw.parse().choices
-    return str(raw.headers["x-route-target"])
+    with openai.OpenAI(base_url=proxy.url, api_key="sk-a", max_retries=0, timeout=30) as c:
+        if stream:
+            with c.chat.completions.with_streaming_response.create(
+                model=model, messages=HI, max_tokens=3, stream=True
+            ) as r:
+                assert "".join(r.iter_lines())
+                return str(r.headers["x-route-target"])
+        raw = c.chat.completions.with_raw_response.create(model=model, messages=HI, max_tokens=3)
+        assert raw.parse().choices
+        return str(raw.headers["x-route-target"])
 
 
 def spent_matches(proxy: Proxy, *fakes: Fake) -> bool:

@@ -133,8 +133,9 @@ def proxy_config(port: int, tenant: str, upstreams: dict[str, int]) -> str:
 class Session:
     """The scripted traffic, one printed line per request."""
 
-    def __init__(self, proxy_url: str) -> None:
+    def __init__(self, proxy_url: str, tenant: str) -> None:
         self.proxy_url = proxy_url
+        self.tenant = tenant
         self.client = openai.OpenAI(base_url=f"{proxy_url}/v1", api_key=API_KEY, max_retries=0)
         self.count = 0
 
@@ -142,6 +143,7 @@ class Session:
         """One request; prints what happened; False when it was refused."""
         self.count += 1
         label = f"   #{self.count:<3}{'stream' if stream else 'chat':<7}"
+        spent_before = self.budget()["spent"]
         try:
             if stream:
                 with self.client.chat.completions.with_streaming_response.create(
@@ -161,12 +163,20 @@ class Session:
             print(f"{label}HTTP {exc.status_code} {exc.code}: left {left}")
             return False
         tokens = f"{usage['prompt_tokens']}+{usage['completion_tokens']} tokens"
+        budget = wait_for("the charge", self.settled)
+        charged, left = money(budget["spent"] - spent_before), money(budget["remaining"])
         print(f"{label}200 via {headers['x-route-target']:<10} policy {headers['x-route-policy']:<22}"
-              f"{tokens:<17} left {money(headers['x-budget-remaining'])}")  # fmt: skip
+              f"{tokens:<15} charged {charged}, left {left}")  # fmt: skip
         return True
 
-    def budget(self, tenant: str) -> dict[str, Any]:
-        result: dict[str, Any] = httpx.get(f"{self.proxy_url}/v1/budgets/{tenant}").json()
+    def settled(self) -> dict[str, Any] | None:
+        """The budget once no hold is outstanding (a stream is charged right after its end)."""
+        budget = self.budget()
+        return budget if budget["reserved"] == 0 else None
+
+    def budget(self) -> dict[str, Any]:
+        """The tenant's row at the proxy (404 answers an error body without ``tenant_id``)."""
+        result: dict[str, Any] = httpx.get(f"{self.proxy_url}/v1/budgets/{self.tenant}").json()
         return result
 
 
@@ -203,13 +213,13 @@ def main() -> int:
         customer = billing.create_customer("Acme Corp", "ops@acme.example")
         (data / "proxy.toml").write_text(proxy_config(ports["proxy"], customer.id, ports))
         system.start("proxy", "proxy", "--config", str(data / "proxy.toml"))
-        session = Session(proxy_url)
+        session = Session(proxy_url, customer.id)
         wait_for("the proxy", lambda: httpx.get(f"{proxy_url}/readyz").is_success)
 
         step(f"1. Billing API: {customer.id} subscribes to Starter (budget {money(starter.included_budget)})")
         t0 = time.monotonic()
         sub = billing.create_subscription(customer.id, starter.id)
-        wait_for("the subscription at the proxy", lambda: session.budget(customer.id).get("tenant_id"))
+        wait_for("the subscription at the proxy", lambda: session.budget().get("tenant_id"))
         print(
             f"   the proxy had the budget {(time.monotonic() - t0) * 1000:.0f} ms after the API call returned"
         )
@@ -236,12 +246,12 @@ def main() -> int:
             f"5. Upgrade to Pro through the billing API (budget {money(pro.included_budget)}): lifted at once"
         )
         billing.update_subscription(sub.id, plan_id=pro.id, total_budget=pro.included_budget)
-        wait_for("the upgrade at the proxy", lambda: session.budget(customer.id)["plan_id"] == pro.id)
+        wait_for("the upgrade at the proxy", lambda: session.budget()["plan_id"] == pro.id)
         session.ask()
         session.ask(stream=True)
 
         step("6. Usage flows back to billing (usage.reported events); closing the period invoices it")
-        spent = session.budget(customer.id)["spent"]
+        spent = session.budget()["spent"]
         store = BillingStore.open(str(data / "billing.db"))
         wait_for("the usage in billing", lambda: _usage_recorded(store, sub.id) == spent)
         print(

@@ -27,7 +27,7 @@ from tests.proxy_support import Fake, Proxy, subscribe, target
 
 ROOT = Path(__file__).parent.parent
 LITELLM_VENV = ROOT / ".venv-litellm"
-REQUESTS = {1: 400, 32: 3200}
+REQUESTS = {1: 300, 32: 1600}
 BODY = {"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 measured: dict[str, dict[str, float]] = {}
 

@@ -12,6 +12,27 @@ pub enum Error {
     /// A reservation id that names no outstanding hold, and which case it is.
     UnknownReservation(String, Unresolvable),
     ParkingFull(String),
+    InvalidPolicy(Box<PolicyError>),
+}
+
+/// Why a definition is not a policy: the field (`match_expression`, `targets[1].weight`,
+/// ...), the problem, and for expressions the character offset it was found at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyError {
+    pub policy_id: String,
+    pub field: String,
+    pub problem: String,
+    pub position: Option<usize>,
+}
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)?;
+        if let Some(p) = self.position {
+            write!(f, " (at character {p})")?;
+        }
+        Ok(())
+    }
 }
 
 spelled_enum! {
@@ -28,13 +49,15 @@ spelled_enum! {
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (Error::InvalidEvent(m)
-        | Error::InvalidAmount(m)
-        | Error::InvalidSnapshot(m)
-        | Error::InvalidArgument(m)
-        | Error::UnknownReservation(m, _)
-        | Error::ParkingFull(m)) = self;
-        f.write_str(m)
+        match self {
+            Error::InvalidEvent(m)
+            | Error::InvalidAmount(m)
+            | Error::InvalidSnapshot(m)
+            | Error::InvalidArgument(m)
+            | Error::UnknownReservation(m, _)
+            | Error::ParkingFull(m) => f.write_str(m),
+            Error::InvalidPolicy(p) => write!(f, "routing policy {:?}: {p}", p.policy_id),
+        }
     }
 }
 

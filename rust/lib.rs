@@ -1,4 +1,4 @@
-//! billing_gateway's core: an in-process budget table for API and LLM gateways.
+//! billing_gateway's core: an in-process budget table and router for API and LLM gateways.
 //!
 //! Everything here is plain Rust and tested with `cargo test`; the PyO3 bindings
 //! live in `python` behind the `python` feature and only translate.
@@ -6,6 +6,8 @@
 //! Dependencies point down: [`error`], [`money`], [`clock`], [`counters`], [`index`] and
 //! [`dedupe`] depend on nothing above them; [`event`] on those; [`table`] on events;
 //! [`snapshot`] on the table's snapshot interface only (`Table::export`, `table::Import`).
+//! [`routing`] (policies, CEL, target selection) depends on [`error`] and [`event`]'s
+//! limits; [`event`] compiles policy events with it, and [`table`] holds a routing table.
 
 mod spelling;
 
@@ -17,6 +19,7 @@ pub mod event;
 pub mod index;
 pub mod jetstream;
 pub mod money;
+pub mod routing;
 pub mod snapshot;
 pub mod table;
 

@@ -161,6 +161,10 @@ def test_every_scope_is_required(service: Service, scope: str) -> None:
         "billing:invoices:read": lambda c: c.list_invoices(),
         "billing:invoices:write": lambda c: c.pay_invoice(invoice_id),
         "billing:events:read": lambda c: c.events(),
+        "billing:routing:read": lambda c: c.list_routing_policies(),
+        "billing:routing:write": lambda c: c.create_routing_policy(
+            priority=1, match_expression="true", strategy="failover", targets=[{"name": "a"}]
+        ),
     }
     others = [s for s in SCOPES if s != scope]
     _, without = service.store.create_api_key(others)

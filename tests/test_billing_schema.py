@@ -1,5 +1,6 @@
 """Billing schema migrations: a version-1 database (with the duplicate payments the replica
-race could leave) upgrades in place, on SQLite and PostgreSQL, and stays upgradable."""
+race could leave) upgrades in place to the latest version (routing policies included), on
+SQLite and PostgreSQL, and stays upgradable."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from billing_gateway import RoutingPolicy, Target
 from billing_gateway.billing.domain import Conflict
 from billing_gateway.billing.schema import LATEST, metadata, tables, v1
 from billing_gateway.billing.store import BillingStore
@@ -87,6 +89,12 @@ def test_a_version_1_database_upgrades_in_place(v1_url: str) -> None:
     assert store.record_usage("sub_2", 4, "k-1")[1], "the same key on another subscription is another record"
     with pytest.raises(Conflict):
         store.record_usage("sub_1", 4, "k-1")
+    # Version 3: routing policies, and their tombstones.
+    policy = RoutingPolicy("p", 1, "true", "failover", (Target("a"),))
+    row, created = store.put_routing_policy(policy, replace=False)
+    assert created and store.list_routing_policies() == [row]
+    store.delete_routing_policy("p")
+    assert store.list_routing_policies() == [] and len(store.routing_events()) == 1
     store.engine.dispose()
     again = BillingStore.open(v1_url)  # nothing left to do
     assert again.get_usage_record("ur_1") is not None

@@ -3,6 +3,10 @@
 Random events (with duplicates, reordering, ties, parking and subscription switches),
 spends, checks, reservations, commits, releases, clock moves, drains and
 snapshot/restore cycles; after every step the table must equal the model.
+
+Routing policies too: ``routing_policy.upserted`` / ``.deleted`` events (duplicated, out of
+order; last-writer-wins per policy id by timestamp, a delete a tombstone), local sets from
+``set_policies`` (hidden by any event about the same id), and ``route`` answers.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from billing_gateway import (
     Gateway,
     InvalidAmount,
     Reason,
+    RoutingPolicy,
+    Target,
     UnknownReservation,
     to_micros,
 )
@@ -33,7 +39,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from .conftest import NOW, START, created, micros, paid, payment_failed, pin, updated
+from .conftest import NOW, START, created, event, micros, paid, payment_failed, pin, updated
 
 ACTIVE = {"active", "trialing", "past_due"}
 SUBS = {"sub_a": "cus_1", "sub_b": "cus_1", "sub_c": "cus_2"}
@@ -42,6 +48,17 @@ TIMES = [NOW + timedelta(hours=h) for h in range(4)]  # few values: ties are fre
 PERIODS = [(START + timedelta(days=30 * i), START + timedelta(days=30 * (i + 1))) for i in range(3)]
 GRACE_S = 86_400
 _ids = itertools.count()
+_ticks = itertools.count(1)  # routing events get distinct timestamps: no ties to break
+
+Policy = tuple[str, int, str, str, tuple[tuple[str, int, int], ...]]
+"""``(id, priority, match_expression, strategy, ((name, weight, cost), ...))``."""
+EXPRESSIONS: dict[str, Any] = {  # what each one says, given (attrs, the tenant has a row)
+    "true": lambda attrs, known: True,
+    "request.model == 'a'": lambda attrs, known: attrs.get("model") == "a",
+    "request.model != 'a'": lambda attrs, known: "model" in attrs and attrs["model"] != "a",
+    "has(budget.total)": lambda attrs, known: known,
+    "request.tokens > 100": lambda attrs, known: attrs.get("tokens", 0) > 100,  # absent: an error
+}
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,9 @@ class Model:
     """How each resolved reservation ended (``UnknownReservation.reason``)."""
     journal: list[tuple[str, str, int, int]] = field(default_factory=list)
     dirty: bool = False  # changed since the last snapshot
+    local: list[Policy] = field(default_factory=list)
+    replicated: dict[str, tuple[int, Policy | None]] = field(default_factory=dict)
+    """A policy id's latest event: its timestamp and the policy (None: deleted)."""
 
     # ---- events -----------------------------------------------------------------
 
@@ -96,6 +116,12 @@ class Model:
     def _apply(self, ev: Ev) -> ApplyOutcome:
         if ev.kind == "created":
             return self._created(ev)
+        if ev.kind == "policy":
+            current = self.replicated.get(ev.sub)
+            if current is not None and ev.ts <= current[0]:
+                return ApplyOutcome.STALE
+            self.replicated[ev.sub] = (ev.ts, ev.fields["policy"])
+            return ApplyOutcome.APPLIED
         tenant = self.subs.get(ev.sub)
         if tenant is None:
             self.parked.setdefault(ev.sub, []).append(ev)
@@ -247,6 +273,23 @@ class Model:
                 self.rows[tenant].reserved -= amount
         self.dirty = False
 
+    # ---- routing ----------------------------------------------------------------
+
+    def policies(self) -> list[Policy]:
+        """The union in routing order: local policies whose id no event spoke about, and
+        the replicated ones not deleted."""
+        union = [p for p in self.local if p[0] not in self.replicated]
+        union += [p for _, p in self.replicated.values() if p is not None]
+        return sorted(union, key=lambda p: (p[1], p[0]))
+
+    def route(self, tenant: str | None, attrs: dict[str, Any]) -> tuple[str, str, tuple[str, ...]] | None:
+        known = tenant is not None and tenant in self.rows
+        for policy_id, _, expression, _, targets in self.policies():
+            if EXPRESSIONS[expression](attrs, known):
+                names = tuple(name for name, _, _ in targets)
+                return policy_id, names[0], names[1:]
+        return None
+
     def budgets(self) -> list[tuple[Any, ...]]:
         self.sweep()
         return [
@@ -264,6 +307,11 @@ class Model:
             )
             for t, r in sorted(self.rows.items())
         ]
+
+
+def policy_view(p: RoutingPolicy) -> Policy:
+    targets = tuple((t.name, t.weight, t.cost) for t in p.targets)
+    return (p.id, p.priority, p.match_expression, p.strategy, targets)
 
 
 def view(b: Budget) -> tuple[Any, ...]:
@@ -354,7 +402,38 @@ def failed_events(draw: st.DrawFn) -> Ev:
     return Ev("failed", eid, micros(ts), sub, {}, payment_failed(sub, SUBS[sub], ts=ts, event_id=eid))
 
 
-any_event = st.one_of(created_events(), updated_events(), paid_events(), failed_events())
+policy_ids = st.sampled_from(["p1", "p2", "p3"])
+policies = st.builds(
+    lambda pid, priority, expression, targets: (pid, priority, expression, "failover", targets),
+    policy_ids,
+    st.sampled_from([1, 2]),  # ties are frequent: broken by id
+    st.sampled_from(sorted(EXPRESSIONS)),
+    st.sampled_from([(("a", 1, 0),), (("b", 2, 5), ("a", 1, 0))]),
+)
+
+
+@st.composite
+def policy_events(draw: st.DrawFn) -> Ev:
+    """An upsert or a delete of a policy, at one of a few times (so often out of order),
+    each a distinct microsecond."""
+    ts = draw(times) + timedelta(microseconds=next(_ticks))
+    eid = f"r{next(_ids)}"
+    if draw(st.booleans()):
+        policy: Policy | None = draw(policies)
+        assert policy is not None
+        pid, priority, expression, strategy, targets = policy
+        data: dict[str, Any] = {
+            "id": pid, "priority": priority, "match_expression": expression, "strategy": strategy,
+            "targets": [{"name": n, "weight": w, "cost": c} for n, w, c in targets],
+        }  # fmt: skip
+        raw = event("routing_policy.upserted", data, ts=ts, event_id=eid)
+    else:
+        pid, policy = draw(policy_ids), None
+        raw = event("routing_policy.deleted", {"policy_id": pid}, ts=ts, event_id=eid)
+    return Ev("policy", eid, micros(ts), pid, {"policy": policy}, raw)
+
+
+any_event = st.one_of(created_events(), updated_events(), paid_events(), failed_events(), policy_events())
 
 
 class GatewayMachine(RuleBasedStateMachine):
@@ -451,6 +530,26 @@ class GatewayMachine(RuleBasedStateMachine):
         )
         assert got == self.model.drain()
 
+    @rule(local=st.lists(policies, max_size=3, unique_by=lambda p: p[0]))
+    def set_policies(self, local: list[Policy]) -> None:
+        self.gw.set_policies(
+            RoutingPolicy(pid, prio, expr, strategy, tuple(Target(*t) for t in targets))
+            for pid, prio, expr, strategy, targets in local
+        )
+        self.model.local = local
+        self.model.dirty = True  # local policies are in snapshots
+
+    @rule(
+        tenant=st.sampled_from([None, *TENANTS]),
+        attrs=st.fixed_dictionaries(
+            {}, optional={"model": st.sampled_from(["a", "b"]), "tokens": st.just(500)}
+        ),
+    )
+    def route(self, tenant: str | None, attrs: dict[str, Any]) -> None:
+        found = self.gw.route(tenant, attrs)
+        got = None if found is None else (found.policy_id, found.target, found.fallbacks)
+        assert got == self.model.route(tenant, attrs)
+
     @rule(cursor=st.integers(0, 2**63 - 1))
     def snapshot_restore(self, cursor: int) -> None:
         self.gw = Gateway.restore(self.gw.snapshot(cursor))
@@ -470,6 +569,7 @@ class GatewayMachine(RuleBasedStateMachine):
         assert [view(b) for b in self.gw.budgets()] == self.model.budgets()
         assert len(self.gw) == len(self.model.rows)
         assert self.gw.dirty == self.model.dirty
+        assert [policy_view(p) for p in self.gw.policies()] == self.model.policies()
 
 
 GatewayMachine.TestCase.settings = settings(

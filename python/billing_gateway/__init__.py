@@ -38,6 +38,7 @@ __all__ = [
     "InvalidSnapshot",
     "ParkingFull",
     "Reason",
+    "Route",
     "RoutingPolicy",
     "Target",
     "UnknownReservation",
@@ -53,13 +54,14 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from . import events
     from .events import decode_event, encode_event
-    from .gateway import Decision, Gateway
+    from .gateway import Decision, Gateway, Route
 
 # The compiled core loads on first use, not on ``import billing_gateway``: the billing
 # service and its client import this package without needing the gateway.
 _LAZY = {
     "Decision": ".gateway",
     "Gateway": ".gateway",
+    "Route": ".gateway",
     "decode_event": ".events",
     "encode_event": ".events",
 }

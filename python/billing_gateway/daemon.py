@@ -12,6 +12,8 @@ The table follows the stream; other processes (nginx ``auth_request``, Envoy
   the Decision as JSON, with status 200 when allowed and 403 when refused (so
   ``auth_request`` can use the status alone). ``GET /v1/check?tenant_id=&amount=``
   does the same for callers that cannot send a body.
+- ``POST /v1/route`` with ``{"tenant_id": ... or null, "attrs": {...}}``: the Route as JSON
+  (``policy_id``, ``target``, ``fallbacks``), 404 when no policy matches.
 
 SIGTERM or SIGINT: finish the message in hand, write a final snapshot, drain, exit 0.
 """
@@ -25,7 +27,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -35,7 +37,7 @@ from . import broker
 from .broker import resolve_nats
 from .consumer import EventConsumer
 from .errors import InvalidAmount
-from .gateway import Decision, Gateway
+from .gateway import Decision, Gateway, Route
 from .httpsafety import QuietServerLog, error_middleware, json_error, read_body
 from .metrics import registry_for
 from .models import Budget
@@ -57,7 +59,16 @@ class SpendRequest(msgspec.Struct, frozen=True):
     amount: Annotated[int, msgspec.Meta(ge=0, le=MAX_AMOUNT)]
 
 
+class RouteRequest(msgspec.Struct, frozen=True):
+    attrs: dict[str, Any]
+    """The request's attributes, ``request`` in the policies' expressions."""
+    tenant_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    """Whose budget ``budget`` is; null (or absent) for none."""
+
+
+T = TypeVar("T")
 _request_decoder = msgspec.json.Decoder(SpendRequest)
+_route_decoder = msgspec.json.Decoder(RouteRequest)
 _json = msgspec.json.Encoder()
 _error = json_error
 
@@ -100,6 +111,19 @@ def budget_json(b: Budget) -> dict[str, Any]:
         "period_end": b.period_end.isoformat().replace("+00:00", "Z"),
         "status": b.status,
     }
+
+
+def route_json(r: Route) -> dict[str, Any]:
+    return {"policy_id": r.policy_id, "target": r.target, "fallbacks": list(r.fallbacks)}
+
+
+async def _decoded(request: web.Request, decoder: msgspec.json.Decoder[T]) -> T | web.Response:
+    """The request's JSON body, or a 400 naming what is wrong with it."""
+    body = await read_body(request)
+    try:
+        return decoder.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, ValueError) as exc:
+        return _decode_error(exc)
 
 
 def decision_json(d: Decision, tenant_id: str, amount: int) -> dict[str, Any]:
@@ -165,11 +189,7 @@ def create_app(consumer: EventConsumer, *, client_max_size: int = 64 * 1024) -> 
             if len(tenant_id.encode("utf-8", "surrogatepass")) > 256:
                 return _error(400, "tenant_id is longer than 256 bytes", "tenant_id")
             return SpendRequest(tenant_id, amount)
-        body = await read_body(request)
-        try:
-            return _request_decoder.decode(body)
-        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, ValueError) as exc:
-            return _decode_error(exc)
+        return await _decoded(request, _request_decoder)
 
     def decide(check: bool) -> Any:
         async def handler(request: web.Request) -> web.Response:
@@ -187,6 +207,18 @@ def create_app(consumer: EventConsumer, *, client_max_size: int = 64 * 1024) -> 
 
         return handler
 
+    async def route(request: web.Request) -> web.Response:
+        parsed = await _decoded(request, _route_decoder)
+        if isinstance(parsed, web.Response):
+            return parsed
+        try:
+            found = gateway.route(parsed.tenant_id, parsed.attrs)
+        except (ValueError, TypeError, OverflowError) as exc:  # a value the policies cannot hold
+            return _error(400, str(exc), "attrs")
+        if found is None:
+            return _error(404, "no routing policy matches")
+        return _response(route_json(found))
+
     app = web.Application(client_max_size=client_max_size, middlewares=[error_middleware])
     app.add_routes(
         [
@@ -198,6 +230,7 @@ def create_app(consumer: EventConsumer, *, client_max_size: int = 64 * 1024) -> 
             web.post("/v1/check", decide(check=True)),
             web.get("/v1/check", decide(check=True)),
             web.post("/v1/spend", decide(check=False)),
+            web.post("/v1/route", route),
         ]
     )
     return app

@@ -33,7 +33,28 @@ class InvalidAmount(BillingGatewayError, ValueError):
 
 
 class InvalidPolicy(BillingGatewayError, ValueError):
-    """A routing policy is malformed (for example, its CEL expression does not compile)."""
+    """A routing policy is malformed (for example, its CEL expression does not compile).
+
+    ``policy_id`` names the policy, ``problem`` says what is wrong and with which field
+    (``"match_expression: unknown variable \"foo\"..."``, ``"targets[1].weight: must be
+    >= 0, got -1"``), and ``position`` is the character offset in ``match_expression``
+    where the problem was found, when it has one. The policy set in force is unchanged.
+    """
+
+    policy_id: str
+    problem: str
+    position: int | None
+
+    def __init__(
+        self, message: str = "", policy_id: str = "", problem: str = "", position: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.policy_id = policy_id
+        self.problem = problem or message
+        self.position = position
+
+    def __reduce__(self) -> tuple[type[InvalidPolicy], tuple[str, str, str, int | None]]:
+        return type(self), (str(self), self.policy_id, self.problem, self.position)
 
 
 class InvalidSnapshot(BillingGatewayError, ValueError):

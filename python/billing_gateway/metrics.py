@@ -1,4 +1,4 @@
-"""Prometheus metrics of a consumer and its gateway, read at scrape time."""
+"""Prometheus metrics of a consumer and its gateway (budgets and routing), read at scrape time."""
 
 from __future__ import annotations
 
@@ -55,6 +55,17 @@ class ConsumerCollector(Collector):
             "Times the table was brought up to date from billing (after a gap or a reset)",
             value=c.table_rebuilds,
         )
+        routing = c.gateway.routing_counters()
+        yield CounterMetricFamily(
+            "billing_gateway_route_no_match",
+            "Route calls that no policy with a healthy target answered",
+            value=routing["no_match"],
+        )
+        yield CounterMetricFamily(
+            "billing_gateway_route_evaluation_errors",
+            "Policy expressions that failed on a request (a missing key, a wrong type): no match",
+            value=routing["evaluation_errors"],
+        )
         gauges = {
             "billing_gateway_cursor": ("Stream sequence of the last applied message", c.cursor),
             "billing_gateway_consumer_lag": ("Stream messages not yet applied", c.lag or 0),
@@ -72,6 +83,7 @@ class ConsumerCollector(Collector):
                 int(c.is_current()),
             ),
             "billing_gateway_tenants": ("Rows in the budget table", len(c.gateway)),
+            "billing_gateway_routing_policies": ("Policies in the routing table", len(c.gateway.policies())),
         }
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(name, doc, value=value)

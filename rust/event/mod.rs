@@ -13,6 +13,7 @@
 //! - `time`: RFC 3339 timestamps.
 
 use crate::error::Error;
+use crate::routing::Policy;
 use crate::spelling::spelled_enum;
 use std::borrow::Cow;
 
@@ -87,6 +88,10 @@ pub enum Kind<'a> {
     Updated(Updated<'a>),
     InvoicePaid(InvoicePaid<'a>),
     PaymentFailed(PaymentFailed<'a>),
+    /// `routing_policy.upserted`: the policy, compiled.
+    PolicyUpserted(Box<Policy>),
+    /// `routing_policy.deleted`: the policy id.
+    PolicyDeleted(Cow<'a, str>),
     /// A well-formed event the budget table does not act on (unknown or non-budget type).
     Other,
 }
@@ -99,7 +104,7 @@ impl Kind<'_> {
             Kind::Updated(u) => Some(&u.subscription_id),
             Kind::InvoicePaid(p) => Some(&p.subscription_id),
             Kind::PaymentFailed(f) => Some(&f.subscription_id),
-            Kind::Other => None,
+            _ => None,
         }
     }
 
@@ -110,7 +115,7 @@ impl Kind<'_> {
             Kind::Updated(u) => u.customer_id.as_deref(),
             Kind::InvoicePaid(p) => Some(&p.customer_id),
             Kind::PaymentFailed(f) => Some(&f.customer_id),
-            Kind::Other => None,
+            _ => None,
         }
     }
 }

@@ -77,8 +77,17 @@ fn policies_and_usage_are_validated() {
     let policy = r#"{"event_id":"e","event_type":"routing_policy.upserted","timestamp":"2026-01-01T00:00:00Z","data":{"id":"p","priority":-3,"match_expression":"true","strategy":"weighted","targets":[{"name":"a","weight":0}]}}"#;
     assert!(matches!(
         parse(policy.as_bytes()).unwrap().kind,
-        Kind::Other
+        Kind::PolicyUpserted(p) if p.def.targets[0].weight == 0
     ));
+    let default_weight = policy.replace(r#","weight":0"#, "");
+    assert!(matches!(
+        parse(default_weight.as_bytes()).unwrap().kind,
+        Kind::PolicyUpserted(p) if p.def.targets[0].weight == 1
+    ));
+    assert!(err(&policy.replace(r#""true""#, r#""request.x +""#))
+        .starts_with("data.match_expression: "));
+    let unknown = err(&policy.replace(r#""true""#, r#""x == 1""#));
+    assert!(unknown.contains("unknown variable \"x\"") && unknown.ends_with("(at character 0)"));
     assert!(err(&policy.replace("weighted", "random")).starts_with("data.strategy"));
     assert!(err(&policy.replace(r#""weight":0"#, r#""weight":null"#))
         .starts_with("data.targets[0].weight"));

@@ -7,10 +7,11 @@ use super::wire::{
 };
 use super::{
     invalid, parse_time, Created, Event, InvoicePaid, Kind, PaymentFailed, Status, Updated,
-    MAX_EVENT_TYPE_LEN, MAX_EXPRESSION_LEN, MAX_ID_LEN, MAX_KEY_LEN, MAX_NAME_LEN,
+    MAX_EVENT_TYPE_LEN, MAX_ID_LEN, MAX_KEY_LEN, MAX_NAME_LEN,
 };
 use crate::error::Error;
 use crate::money::{parse_micros, MAX_MICROS};
+use crate::routing::{Policy, PolicyDef, TargetDef};
 use serde_json::value::RawValue;
 
 /// Parses and validates one event. Nothing is returned unless everything checks out.
@@ -52,13 +53,12 @@ pub fn parse(raw: &[u8]) -> Result<Event<'_>, Error> {
             })
         }
         "routing_policy.upserted" => {
-            policy(object(data, "data.")?)?;
-            Kind::Other
+            Kind::PolicyUpserted(Box::new(policy(object(data, "data.")?)?))
         }
         "routing_policy.deleted" => {
             let w: PolicyDeletedWire<'_> = object(data, "data.")?;
             check_id("data.policy_id", &w.policy_id)?;
-            Kind::Other
+            Kind::PolicyDeleted(w.policy_id)
         }
         "usage.reported" => {
             usage(object(data, "data.")?)?;
@@ -167,41 +167,31 @@ fn invoice_paid(w: InvoicePaidWire<'_>) -> Result<InvoicePaid<'_>, Error> {
     })
 }
 
-fn policy(w: PolicyWire<'_>) -> Result<(), Error> {
-    check_id("data.id", &w.id)?;
-    check_len(
-        "data.match_expression",
-        &w.match_expression,
-        MAX_EXPRESSION_LEN,
-    )?;
-    const STRATEGIES: [&str; 3] = ["failover", "weighted", "least_cost"];
-    if !STRATEGIES.contains(&w.strategy.as_ref()) {
-        return Err(invalid(
-            "data.strategy",
-            format!(
-                "unknown strategy {:?}; expected one of {}",
-                w.strategy,
-                STRATEGIES.join(", ")
-            ),
-        ));
-    }
-    if w.targets.is_empty() {
-        return Err(invalid("data.targets", "must name at least one target"));
-    }
+/// A policy, compiled by the one policy validator ([`Policy::compile`]).
+fn policy(w: PolicyWire<'_>) -> Result<Policy, Error> {
+    let mut targets = Vec::with_capacity(w.targets.len());
     for (i, raw) in w.targets.iter().enumerate() {
-        let prefix = format!("data.targets[{i}].");
-        let t: TargetWire<'_> = object(raw.get(), &prefix)?;
-        check_id(&format!("{prefix}name"), &t.name)?;
-        for (name, value) in [("weight", t.weight), ("cost", t.cost)] {
-            if value > MAX_MICROS {
-                return Err(invalid(
-                    &format!("{prefix}{name}"),
-                    format!("at most {MAX_MICROS}"),
-                ));
-            }
-        }
+        let t: TargetWire<'_> = object(raw.get(), &format!("data.targets[{i}]."))?;
+        targets.push(TargetDef {
+            name: t.name.into_owned(),
+            weight: t.weight,
+            cost: t.cost,
+        });
     }
-    Ok(())
+    Policy::compile(PolicyDef {
+        id: w.id.into_owned(),
+        priority: w.priority,
+        match_expression: w.match_expression.into_owned(),
+        strategy: w.strategy.into_owned(),
+        targets,
+    })
+    .map_err(|e| {
+        let at = e
+            .position
+            .map(|p| format!(" (at character {p})"))
+            .unwrap_or_default();
+        invalid(&format!("data.{}", e.field), format!("{}{at}", e.problem))
+    })
 }
 
 fn usage(w: UsageWire<'_>) -> Result<(), Error> {

@@ -99,7 +99,6 @@ pub(super) struct PaymentFailedWire<'a> {
 pub(super) struct PolicyWire<'a> {
     #[serde(borrow)]
     pub(super) id: Cow<'a, str>,
-    #[allow(dead_code)] // validated by its type
     pub(super) priority: i64,
     #[serde(borrow)]
     pub(super) match_expression: Cow<'a, str>,
@@ -114,11 +113,15 @@ pub(super) struct PolicyWire<'a> {
 pub(super) struct TargetWire<'a> {
     #[serde(borrow)]
     pub(super) name: Cow<'a, str>,
-    /// Absent is fine, `null` is not (as for the Python struct); only the range matters here.
-    #[serde(default)]
+    /// Absent means 1 and `null` is refused, as by the Python struct.
+    #[serde(default = "one")]
     pub(super) weight: u64,
     #[serde(default)]
     pub(super) cost: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 #[derive(Deserialize)]

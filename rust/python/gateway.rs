@@ -1,15 +1,21 @@
-//! `billing_gateway.Gateway`: the budget table of one process.
+//! `billing_gateway.Gateway`: the budget and routing tables of one process.
 
 use super::args::{self, copy_bytes, event_bytes, micros, tenant, type_name};
+use super::attrs::PyAttrs;
 use super::decision::PyDecision;
 use super::errors::{InvalidArgument, InvalidSnapshot};
 use super::models;
+use super::policies;
+use super::route::PyRoute;
+use crate::error::{Error, PolicyError};
 use crate::snapshot;
 use crate::table::{BudgetView, Config, Table, MAX_DURATION_US};
 use chrono::{DateTime, Utc};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyList, PyMemoryView};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMapping, PyMemoryView};
+use std::sync::Arc;
 
 /// `billing_gateway.events.encode_event`, looked up at first use (`events` imports `_core`).
 static ENCODE_EVENT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -252,6 +258,77 @@ impl Gateway {
     #[getter]
     fn dirty(&self) -> bool {
         self.table.dirty()
+    }
+
+    /// Replaces the locally configured routing policies, all or nothing.
+    fn set_policies(&self, policies: &Bound<'_, PyAny>) -> PyResult<()> {
+        let compiled = policies::compile_all(policies)?;
+        self.table.routing().set_policies(compiled).map_err(|id| {
+            Error::InvalidPolicy(Box::new(PolicyError {
+                policy_id: id.clone(),
+                field: "id".to_string(),
+                problem: format!("repeats the id {id:?} of another policy in the set"),
+                position: None,
+            }))
+            .into()
+        })
+    }
+
+    /// The policies `route` tries, in order (ascending priority, ties by id).
+    fn policies<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let all = self.table.routing().policies();
+        let objects = all
+            .iter()
+            .map(|p| policies::to_python(py, p))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, objects)
+    }
+
+    /// The route for a request of `tenant_id` (`None`: no budget) with `attrs`, or
+    /// `None` when no policy matches with a healthy target. Never raises for what the
+    /// expressions find in `attrs`.
+    fn route(
+        &self,
+        tenant_id: &Bound<'_, PyAny>,
+        attrs: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<PyRoute>> {
+        let tenant = if tenant_id.is_none() {
+            None
+        } else {
+            Some(tenant(tenant_id)?)
+        };
+        if !(attrs.is_instance_of::<PyDict>() || attrs.cast::<PyMapping>().is_ok()) {
+            return Err(PyTypeError::new_err(format!(
+                "attrs must be a mapping, not {}",
+                type_name(attrs)
+            )));
+        }
+        let source = PyAttrs::new(attrs);
+        Ok(self.table.route(tenant, &source, |r| {
+            PyRoute::routed(&r, Arc::clone(r.policy))
+        }))
+    }
+
+    /// Skips `target` in every policy for `for_s` seconds (until `mark_up`).
+    fn mark_down(&self, target: &Bound<'_, PyAny>, for_s: &Bound<'_, PyAny>) -> PyResult<()> {
+        let target = args::text(target, "target")?;
+        let for_us = args::seconds(for_s, "for_s", MAX_SECONDS, false)?;
+        self.table.routing().mark_down(target, for_us);
+        Ok(())
+    }
+
+    fn mark_up(&self, target: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.table.routing().mark_up(args::text(target, "target")?);
+        Ok(())
+    }
+
+    /// `{"evaluation_errors": n, "no_match": n}` since the gateway was created.
+    fn routing_counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.table.routing().counters();
+        let d = PyDict::new(py);
+        d.set_item("evaluation_errors", c.evaluation_errors)?;
+        d.set_item("no_match", c.no_match)?;
+        Ok(d)
     }
 
     /// Pins the table's clock at `micros` since the epoch (tests, simulations);

@@ -1,11 +1,13 @@
 //! PyO3 bindings: argument conversion and result objects only. All rules live in the
 //! Python-free modules of the crate.
 //!
-//! One file per class (`gateway`, `decision`), the module's functions
+//! One file per class (`gateway`, `decision`, `route`), the module's functions
 //! (`functions`), the Python objects the bindings hand out (`models`), arguments
-//! (`args`) and errors (`errors`).
+//! (`args`), request attributes (`attrs`), routing policies (`policies`) and errors
+//! (`errors`).
 
 mod args;
+mod attrs;
 mod decision;
 mod errors;
 mod functions;
@@ -13,6 +15,8 @@ mod gateway;
 mod models;
 #[cfg(feature = "bench-baselines")]
 mod noop;
+mod policies;
+mod route;
 
 use crate::error::Unresolvable;
 use crate::event::Status;
@@ -36,6 +40,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     models::load(py)?;
     m.add_class::<gateway::Gateway>()?;
     m.add_class::<decision::PyDecision>()?;
+    m.add_class::<route::PyRoute>()?;
     #[cfg(feature = "bench-baselines")]
     m.add_class::<noop::NoOp>()?;
     m.add_function(wrap_pyfunction!(functions::ack_info, m)?)?;

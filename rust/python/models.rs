@@ -14,6 +14,8 @@ pub(super) struct Models {
     outcomes: Box<[Py<PyAny>]>,
     pub(super) budget: Py<PyAny>,
     pub(super) usage_record: Py<PyAny>,
+    pub(super) routing_policy: Py<PyAny>,
+    pub(super) target: Py<PyAny>,
 }
 
 static MODELS: PyOnceLock<Models> = PyOnceLock::new();
@@ -26,6 +28,8 @@ pub(super) fn load(py: Python<'_>) -> PyResult<&'static Models> {
             outcomes: members(&m, "ApplyOutcome", Outcome::ALL.iter().map(|o| o.as_str()))?,
             budget: m.getattr("Budget")?.unbind(),
             usage_record: m.getattr("UsageRecord")?.unbind(),
+            routing_policy: m.getattr("RoutingPolicy")?.unbind(),
+            target: m.getattr("Target")?.unbind(),
         })
     })
 }

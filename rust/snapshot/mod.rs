@@ -11,10 +11,12 @@
 //!
 //! The payload, in order: the table's header (`table::Header`) and the cursor,
 //! plan names, rows, superseded subscriptions, holds, seen event ids, parked events and
-//! their sequence number, the usage journal (`write` is the reference).
+//! their sequence number, the usage journal, the routing layers (local policies, then
+//! replicated entries with their timestamps and tombstones) (`write` is the reference).
 //!
-//! Version 2 added `max_parked_bytes` after `max_parked`; version 1 is still read
-//! (with the default bound).
+//! Version 3 added the routing layers (older snapshots restore with none); version 2
+//! added `max_parked_bytes` after `max_parked`; version 1 is still read (with the
+//! default bound).
 
 mod read;
 mod write;
@@ -23,7 +25,7 @@ pub use read::decode;
 pub use write::encode;
 
 const MAGIC: &[u8; 8] = b"BGWSNAP\x00";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const CHECKSUM_LEN: usize = 8;
 
 #[cfg(test)]

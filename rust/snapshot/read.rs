@@ -5,9 +5,11 @@ use super::{CHECKSUM_LEN, MAGIC, VERSION};
 use crate::error::Error;
 use crate::event::{self, Status};
 use crate::money::MAX_MICROS;
+use crate::routing::{Policy, PolicyDef, Replicated, TargetDef};
 use crate::table::{
     Config, Header, Id, Import, Reservation, RowImage, Stamps, Table, UsageItem, MAX_DURATION_US,
 };
+use std::sync::Arc;
 
 struct In<'a> {
     buf: &'a [u8],
@@ -156,6 +158,50 @@ impl<'a> In<'a> {
         ))
     }
 
+    /// A policy, compiled again (as it was when it was set).
+    fn policy(&mut self) -> Result<Policy, Error> {
+        let id = self.str()?.to_string();
+        let priority = self.i64()?;
+        let match_expression = self.str()?.to_string();
+        let strategy = self.str()?.to_string();
+        let targets = (0..self.count(24)?)
+            .map(|_| {
+                Ok(TargetDef {
+                    name: self.str()?.to_string(),
+                    weight: self.u64()?,
+                    cost: self.u64()?,
+                })
+            })
+            .collect::<Result<_, Error>>()?;
+        Policy::compile(PolicyDef {
+            id,
+            priority,
+            match_expression,
+            strategy,
+            targets,
+        })
+        .map_err(|e| bad(format!("invalid routing policy: {e}")))
+    }
+
+    fn replicated(&mut self) -> Result<(String, Replicated), Error> {
+        let id = self.id()?.to_string();
+        let ts = self.time()?;
+        let tiebreak = u128::from_le_bytes(self.array()?);
+        let policy = match self.u8()? {
+            0 => None,
+            1 => Some(Arc::new(self.policy()?)),
+            _ => return Err(bad("invalid flag")),
+        };
+        Ok((
+            id,
+            Replicated {
+                ts,
+                tiebreak,
+                policy,
+            },
+        ))
+    }
+
     fn usage_item(&mut self) -> Result<UsageItem, Error> {
         Ok(UsageItem {
             tenant_id: Id::from(self.id()?),
@@ -228,6 +274,15 @@ pub fn decode(data: &[u8]) -> Result<Table, Error> {
     for _ in 0..r.count(32)? {
         let item = r.usage_item()?;
         table.journal(item).map_err(bad)?;
+    }
+    if version >= 3 {
+        let local = (0..r.count(40)?)
+            .map(|_| r.policy())
+            .collect::<Result<_, _>>()?;
+        let replicated = (0..r.count(33)?)
+            .map(|_| r.replicated())
+            .collect::<Result<_, _>>()?;
+        table.routing(local, replicated).map_err(bad)?;
     }
     if r.pos != body.len() {
         return Err(bad("trailing bytes"));

@@ -65,13 +65,26 @@ fn tampered_bytes_with_a_recomputed_checksum_are_rejected() {
     }
 }
 
+/// The snapshot `encode` writes, as version 2 wrote it: without the routing layers
+/// (two empty counts at the end of the body). Resealed.
+fn as_version_2(v3: &[u8]) -> Vec<u8> {
+    let body = &v3[..v3.len() - CHECKSUM_LEN];
+    assert_eq!(&body[body.len() - 16..], &[0; 16], "no routing policies");
+    let mut v2 = [&body[..body.len() - 16], &[0; 8]].concat();
+    v2[8..12].copy_from_slice(&2u32.to_le_bytes());
+    reseal(v2)
+}
+
 #[test]
-fn version_1_snapshots_still_restore() {
+fn version_1_and_2_snapshots_still_restore() {
     let t = table(Config {
         max_parked_bytes: 10,
         ..Config::default()
     });
-    let v2 = encode(&t, 3);
+    let v2 = as_version_2(&encode(&t, 3));
+    let restored = decode(&v2).unwrap();
+    assert_eq!(restored.budget("cus_1"), t.budget("cus_1"));
+    assert!(restored.routing().policies().is_empty());
     let body = &v2[..v2.len() - CHECKSUM_LEN];
     // Version 1 had no max_parked_bytes (bytes 29..37 of version 2).
     let v1 = [
@@ -89,9 +102,39 @@ fn version_1_snapshots_still_restore() {
     );
     assert_eq!(restored.budget("cus_1"), t.budget("cus_1"));
     assert_eq!(restored.cursor(), 3);
-    let mut v3 = v2.clone();
-    v3[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let mut v4 = encode(&t, 3);
+    v4[8..12].copy_from_slice(&4u32.to_le_bytes());
     assert!(
-        matches!(decode(&reseal(v3)), Err(Error::InvalidSnapshot(m)) if m.contains("version 3"))
+        matches!(decode(&reseal(v4)), Err(Error::InvalidSnapshot(m)) if m.contains("version 4"))
+    );
+}
+
+const POLICY: &str = r#"{"event_id":"p1","event_type":"routing_policy.upserted","timestamp":"2025-11-28T10:00:00Z","data":{"id":"p","priority":1,"match_expression":"request.model == 'x'","strategy":"failover","targets":[{"name":"a"}]}}"#;
+
+#[test]
+fn routing_policies_and_tombstones_round_trip() {
+    let t = table(Config::default());
+    t.apply(POLICY.as_bytes()).unwrap();
+    let gone = r#"{"event_id":"p2","event_type":"routing_policy.deleted","timestamp":"2025-11-28T11:00:00Z","data":{"policy_id":"q"}}"#;
+    t.apply(gone.as_bytes()).unwrap();
+    let data = encode(&t, 1);
+    let restored = decode(&data).unwrap();
+    let ids = |t: &Table| -> Vec<String> {
+        t.routing()
+            .policies()
+            .iter()
+            .map(|p| p.id().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&restored), ["p"]);
+    assert_eq!(restored.routing().export().1.len(), 2, "the tombstone of q");
+    // A tampered expression is refused, whatever the checksum says.
+    assert_rejected(
+        &reseal(replace(
+            &data,
+            b"request.model == 'x'",
+            b"request.model == 'x",
+        )),
+        "a policy that does not compile",
     );
 }

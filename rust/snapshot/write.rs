@@ -1,6 +1,7 @@
 //! Writing a snapshot from a table's `Table::export` view.
 
 use super::{MAGIC, VERSION};
+use crate::routing::PolicyDef;
 use crate::table::{RowImage, Table};
 
 struct Out(Vec<u8>);
@@ -42,6 +43,19 @@ impl Out {
             self.i64(ts);
         }
         self.u64(r.drained);
+    }
+
+    fn policy(&mut self, p: &PolicyDef) {
+        self.bytes(p.id.as_bytes());
+        self.i64(p.priority);
+        self.bytes(p.match_expression.as_bytes());
+        self.bytes(p.strategy.as_bytes());
+        self.len(p.targets.len());
+        for t in &p.targets {
+            self.bytes(t.name.as_bytes());
+            self.u64(t.weight);
+            self.u64(t.cost);
+        }
     }
 }
 
@@ -109,7 +123,25 @@ pub fn encode(table: &Table, cursor: u64) -> Vec<u8> {
         out.i64(item.period_start);
         out.u64(item.amount);
     }
+    let (local, replicated) = view.routing();
     drop(view);
+    out.len(local.len());
+    for p in &local {
+        out.policy(&p.def);
+    }
+    out.len(replicated.len());
+    for (id, r) in &replicated {
+        out.bytes(id.as_bytes());
+        out.i64(r.ts);
+        out.0.extend_from_slice(&r.tiebreak.to_le_bytes());
+        match &r.policy {
+            None => out.u8(0),
+            Some(p) => {
+                out.u8(1);
+                out.policy(&p.def);
+            }
+        }
+    }
 
     let checksum = xxhash_rust::xxh3::xxh3_64(&out.0);
     out.u64(checksum);

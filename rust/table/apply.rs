@@ -12,8 +12,10 @@ use crate::counters::Usage;
 use crate::dedupe::id_hash;
 use crate::error::Error;
 use crate::event::{self, Created, Event, InvoicePaid, Kind, Status, Updated};
+use crate::routing::Replicated;
 use crate::spelling::spelled_enum;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 spelled_enum! {
     /// What applying an event did (`billing_gateway.ApplyOutcome`).
@@ -47,10 +49,30 @@ impl Table {
         if w.dedupe.contains(hash) {
             return Ok(Outcome::Duplicate);
         }
-        let outcome = self.apply_event(&mut w, &ev, raw)?;
+        let outcome = match ev.kind {
+            Kind::PolicyUpserted(_) | Kind::PolicyDeleted(_) => {
+                self.apply_policy(ev.ts, hash, ev.kind)
+            }
+            _ => self.apply_event(&mut w, &ev, raw)?,
+        };
         w.dedupe.insert(hash);
         self.mark_dirty();
         Ok(outcome)
+    }
+
+    /// A replicated policy upsert or delete: last-writer-wins per policy id.
+    fn apply_policy(&self, ts: i64, hash: u128, kind: Kind<'_>) -> Outcome {
+        let (id, policy) = match kind {
+            Kind::PolicyUpserted(p) => (p.def.id.clone(), Some(Arc::from(p))),
+            Kind::PolicyDeleted(id) => (id.into_owned(), None),
+            _ => return Outcome::Ignored,
+        };
+        let event = Replicated {
+            ts,
+            tiebreak: hash,
+            policy,
+        };
+        Outcome::of_change(self.routing.apply_event(&id, event))
     }
 
     fn apply_event(&self, w: &mut Writer, ev: &Event<'_>, raw: &[u8]) -> Result<Outcome, Error> {
@@ -83,7 +105,7 @@ impl Table {
             Kind::PaymentFailed(_) => {
                 set_status(row, &mut row.meta.lock(), Status::PastDue, ev.ts, true)
             }
-            Kind::Created(_) | Kind::Other => false,
+            _ => false,
         };
         Ok(Outcome::of_change(changed))
     }

@@ -18,8 +18,10 @@ use super::{Config, Id, Table};
 use crate::counters::{self, Usage};
 use crate::event::{self, Status};
 use crate::money::MAX_MICROS;
+use crate::routing::{Policy, Replicated, RoutingTable};
 use parking_lot::{MutexGuard, RwLockReadGuard};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// A table's scalars (the cursor is the caller's: the position the snapshot reflects).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,11 +163,16 @@ impl Export<'_> {
     pub(crate) fn journal(&self) -> &[UsageItem] {
         &self.writer.journal
     }
+
+    /// The routing layers: local policies, replicated entries by id.
+    pub(crate) fn routing(&self) -> (Vec<Arc<Policy>>, Vec<(String, Replicated)>) {
+        self.table.routing.export()
+    }
 }
 
 /// A table being rebuilt from a snapshot's parts, given in the snapshot's order: names,
 /// rows, superseded subscriptions, holds, seen events, parked events and their sequence
-/// number, journal.
+/// number, journal, routing layers.
 pub(crate) struct Import {
     table: Table,
     last_parked: u64,
@@ -300,6 +307,16 @@ impl Import {
             return Err("empty usage record");
         }
         self.table.writer.get_mut().journal.push(item);
+        Ok(())
+    }
+
+    /// The routing layers (snapshots from version 3 on).
+    pub(crate) fn routing(
+        &mut self,
+        local: Vec<Policy>,
+        replicated: Vec<(String, Replicated)>,
+    ) -> Result<(), String> {
+        self.table.routing = RoutingTable::import(local, replicated)?;
         Ok(())
     }
 

@@ -13,7 +13,8 @@
 //! The parts: `config` and `decision` (what a table is given and answers), `row`
 //! and `names` (a tenant's row, plan names stored once), `spend` (the hot path),
 //! `holds` and `resolved` (two-phase spend), `subscriptions`, `parking` and
-//! `writer` (the writers' state), `apply` (events), `usage` (the usage drain) and
+//! `writer` (the writers' state), `apply` (events), `route` (the budget as routing
+//! sees it), `usage` (the usage drain) and
 //! `image` (all a snapshot reads and restores, and nothing else).
 
 mod apply;
@@ -24,6 +25,7 @@ mod image;
 mod names;
 mod parking;
 mod resolved;
+mod route;
 mod row;
 mod spend;
 mod subscriptions;
@@ -44,6 +46,7 @@ pub use usage::{UsageItem, UsageRecord};
 
 use crate::clock::Clock;
 use crate::index::Index;
+use crate::routing::RoutingTable;
 use compact_str::CompactString;
 use holds::Holds;
 use names::Names;
@@ -70,6 +73,7 @@ pub struct Table {
     cursor: u64,
     /// Whether anything a snapshot holds changed since the last snapshot; see [`Table::dirty`].
     dirty: AtomicBool,
+    routing: RoutingTable,
 }
 
 fn new_instance_id(seed: i64) -> u64 {
@@ -94,6 +98,7 @@ impl Table {
             instance,
             cursor,
             dirty: AtomicBool::new(false),
+            routing: RoutingTable::default(),
         }
     }
 

@@ -1,6 +1,6 @@
 """Typed clients of the Billing API: ``AsyncBillingClient`` and its sync facade ``BillingClient``.
 
-Every POST carries an ``Idempotency-Key`` (generated unless given), so connection
+Every POST, PUT and DELETE carries an ``Idempotency-Key`` (generated unless given), so connection
 errors and 5xx answers are retried with exponential backoff without ever doing a
 thing twice. A 4xx answer raises the matching :class:`ApiError` subclass.
 """
@@ -11,7 +11,7 @@ import asyncio
 import functools
 import threading
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -21,7 +21,17 @@ import msgspec
 
 from billing_gateway.errors import BillingGatewayError
 
-from .wire import Customer, EventPage, Invoice, Plan, Subscription, UsageRecordOut
+from .wire import (
+    Customer,
+    EventPage,
+    Invoice,
+    Plan,
+    RoutingPolicy,
+    RoutingPolicyDeleted,
+    RoutingTargetIn,
+    Subscription,
+    UsageRecordOut,
+)
 
 __all__ = [
     "ApiError",
@@ -109,9 +119,27 @@ def _money(value: Decimal | int | str | None) -> str | None:
     return None if value is None else str(value)
 
 
-def _post(path: str, result: Any, body: dict[str, Any], key: str | None) -> _Call:
+def _post(path: str, result: Any, body: dict[str, Any], key: str | None, method: str = "POST") -> _Call:
     clean = {k: v for k, v in body.items() if v is not None}
-    return _Call("POST", path, result, json=clean, idempotency_key=key or uuid.uuid4().hex)
+    return _Call(method, path, result, json=clean, idempotency_key=key or uuid.uuid4().hex)
+
+
+Targets = Sequence[RoutingTargetIn | Mapping[str, Any]]
+"""A policy's targets: ``RoutingTargetIn`` structs or mappings of the same fields (``cost``
+a decimal amount per unit of work, like every amount of the API)."""
+
+
+def _policy_body(priority: int, match_expression: str, strategy: str, targets: Targets) -> dict[str, Any]:
+    def target(t: RoutingTargetIn | Mapping[str, Any]) -> dict[str, Any]:
+        fields = msgspec.structs.asdict(t) if isinstance(t, RoutingTargetIn) else dict(t)
+        return {k: _money(v) if k == "cost" else v for k, v in fields.items()}
+
+    return {
+        "priority": priority,
+        "match_expression": match_expression,
+        "strategy": strategy,
+        "targets": [target(t) for t in targets],
+    }
 
 
 class _Calls:
@@ -155,6 +183,19 @@ class _Calls:
     def list_invoices(customer_id: str | None) -> _Call:
         params = {"customer_id": customer_id} if customer_id else {}
         return _Call("GET", "/invoices", list[Invoice], params=params)
+
+    @staticmethod
+    def create_routing_policy(policy_id: str | None, body: dict[str, Any], key: str | None) -> _Call:
+        return _post("/routing-policies", RoutingPolicy, {**body, "id": policy_id}, key)
+
+    @staticmethod
+    def replace_routing_policy(policy_id: str, body: dict[str, Any], key: str | None) -> _Call:
+        return _post(f"/routing-policies/{policy_id}", RoutingPolicy, body, key, method="PUT")
+
+    @staticmethod
+    def delete_routing_policy(policy_id: str, key: str | None) -> _Call:
+        path = f"/routing-policies/{policy_id}"
+        return _Call("DELETE", path, RoutingPolicyDeleted, idempotency_key=key or uuid.uuid4().hex)
 
     @staticmethod
     def events(customer_id: str | None, after: int, limit: int) -> _Call:
@@ -315,6 +356,57 @@ class AsyncBillingClient(_Base):
         result: EventPage = await self._send(_Calls.events(customer_id, after, limit))
         return result
 
+    async def list_routing_policies(self) -> list[RoutingPolicy]:
+        """Every routing policy, in the order a gateway tries them."""
+        result: list[RoutingPolicy] = await self._send(_Call("GET", "/routing-policies", list[RoutingPolicy]))
+        return result
+
+    async def get_routing_policy(self, policy_id: str) -> RoutingPolicy:
+        result: RoutingPolicy = await self._send(
+            _Call("GET", f"/routing-policies/{policy_id}", RoutingPolicy)
+        )
+        return result
+
+    async def create_routing_policy(
+        self,
+        *,
+        priority: int,
+        match_expression: str,
+        strategy: str,
+        targets: Targets,
+        id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> RoutingPolicy:
+        """A new policy (:class:`Conflict` if its id is taken); :class:`Unprocessable` naming
+        the problem when a gateway would not compile it."""
+        body = _policy_body(priority, match_expression, strategy, targets)
+        result: RoutingPolicy = await self._send(_Calls.create_routing_policy(id, body, idempotency_key))
+        return result
+
+    async def replace_routing_policy(
+        self,
+        policy_id: str,
+        *,
+        priority: int,
+        match_expression: str,
+        strategy: str,
+        targets: Targets,
+        idempotency_key: str | None = None,
+    ) -> RoutingPolicy:
+        """The policy with this id, created or replaced whole."""
+        body = _policy_body(priority, match_expression, strategy, targets)
+        call = _Calls.replace_routing_policy(policy_id, body, idempotency_key)
+        result: RoutingPolicy = await self._send(call)
+        return result
+
+    async def delete_routing_policy(
+        self, policy_id: str, *, idempotency_key: str | None = None
+    ) -> RoutingPolicyDeleted:
+        result: RoutingPolicyDeleted = await self._send(
+            _Calls.delete_routing_policy(policy_id, idempotency_key)
+        )
+        return result
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -367,6 +459,11 @@ class BillingClient:
     void_invoice = _blocking(AsyncBillingClient.void_invoice)
     events = _blocking(AsyncBillingClient.events)
     budget_events = _blocking(AsyncBillingClient.budget_events)
+    list_routing_policies = _blocking(AsyncBillingClient.list_routing_policies)
+    get_routing_policy = _blocking(AsyncBillingClient.get_routing_policy)
+    create_routing_policy = _blocking(AsyncBillingClient.create_routing_policy)
+    replace_routing_policy = _blocking(AsyncBillingClient.replace_routing_policy)
+    delete_routing_policy = _blocking(AsyncBillingClient.delete_routing_policy)
 
     def close(self) -> None:
         if self._loop.is_closed():

@@ -57,7 +57,15 @@ class Conflict(BillingError):
 
 
 class Invalid(BillingError):
+    """Well-formed but refused. ``field`` names what is wrong and ``position`` where in it
+    (a character offset in a CEL expression), when known."""
+
     status_code = 422
+
+    def __init__(self, message: str, *, field: str | None = None, position: int | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.position = position
 
 
 # ---- the subscription lifecycle -------------------------------------------------------------

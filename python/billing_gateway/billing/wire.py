@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -32,6 +32,12 @@ __all__ = [
     "Key",
     "Plan",
     "PlanIn",
+    "RoutingPolicy",
+    "RoutingPolicyBody",
+    "RoutingPolicyDeleted",
+    "RoutingPolicyIn",
+    "RoutingTarget",
+    "RoutingTargetIn",
     "Subscription",
     "SubscriptionIn",
     "SubscriptionPatch",
@@ -54,6 +60,12 @@ Email = Annotated[
 Currency = Annotated[str, msgspec.Meta(pattern=rf"^[A-Z]{{3}}{_END}")]
 Money = str | int
 """An amount in a request, read by ``to_micros`` (exact, strict) and bounded by the store."""
+TargetName = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=rf"^[!-~]+{_END}")]
+"""A routing target's name (``openai/gpt-4o``): 1 to 255 visible ASCII characters."""
+Expression = Annotated[str, msgspec.Meta(max_length=4096, pattern=r"^[^\x00]*$")]
+"""A CEL expression: no NUL; the compiler says what else is wrong with it."""
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+"""A signed 64-bit integer; the compiler says which values it takes."""
 
 
 # ---- wire types -------------------------------------------------------------------------------
@@ -159,3 +171,46 @@ class Invoice(msgspec.Struct):
 class EventPage(msgspec.Struct):
     events: list[dict[str, Any]]
     next_after: int
+
+
+class RoutingTargetIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: TargetName
+    weight: Int64 = 1
+    cost: Money = 0
+    """Per unit of work, for ``least_cost``: a decimal, like every amount."""
+
+
+class RoutingPolicyBody(msgspec.Struct, forbid_unknown_fields=True):
+    """A routing policy's rule (``PUT /routing-policies/{id}``); the compiler checks it."""
+
+    priority: Int64
+    match_expression: Expression
+    strategy: Literal["failover", "weighted", "least_cost"]  # RoutingPolicy's
+    targets: Annotated[list[RoutingTargetIn], msgspec.Meta(max_length=64)]
+
+
+class RoutingPolicyIn(RoutingPolicyBody, forbid_unknown_fields=True):
+    """``POST /routing-policies``: the rule and, optionally, its id (else one is made)."""
+
+    id: Id | None = None
+
+
+class RoutingTarget(msgspec.Struct):
+    name: str
+    weight: int
+    cost: Decimal
+
+
+class RoutingPolicy(msgspec.Struct):
+    id: str
+    priority: int
+    match_expression: str
+    strategy: str
+    targets: list[RoutingTarget]
+    created_at: datetime
+    updated_at: datetime
+
+
+class RoutingPolicyDeleted(msgspec.Struct):
+    id: str
+    deleted: bool = True

@@ -18,10 +18,10 @@ from litestar.di import Provide
 from litestar.exceptions import SerializationException, ValidationException
 from litestar.openapi import OpenAPIConfig
 
-from billing_gateway.billing.domain import BillingError
+from billing_gateway.billing.domain import BillingError, Invalid
 from billing_gateway.billing.store import BillingStore
 
-from . import customers, events, invoices, plans, subscriptions, usage
+from . import customers, events, invoices, plans, routing, subscriptions, usage
 from .auth import authenticate
 from .common import Req
 from .metrics import metrics
@@ -52,7 +52,10 @@ class _Request(Req):
 
 
 def _billing_error(_: Req, exc: BillingError) -> Response[dict[str, Any]]:
-    return Response({"status_code": exc.status_code, "detail": str(exc)}, status_code=exc.status_code)
+    body: dict[str, Any] = {"status_code": exc.status_code, "detail": str(exc)}
+    if isinstance(exc, Invalid) and exc.field is not None:
+        body["extra"] = [{"key": exc.field, "message": str(exc), "position": exc.position}]
+    return Response(body, status_code=exc.status_code)
 
 
 def _database_unavailable(request: Req, exc: sa.exc.DBAPIError) -> Response[dict[str, Any]]:
@@ -80,7 +83,7 @@ def create_app(store: BillingStore) -> Litestar:
         path="/api/v1",
         route_handlers=[
             *customers.HANDLERS, *plans.HANDLERS, *subscriptions.HANDLERS, *usage.HANDLERS,
-            *invoices.HANDLERS, *events.HANDLERS,
+            *invoices.HANDLERS, *events.HANDLERS, *routing.HANDLERS,
         ],
         dependencies={"who": Provide(authenticate, sync_to_thread=True)},
     )  # fmt: skip

@@ -24,6 +24,8 @@ SCOPES = (
     "billing:invoices:read",
     "billing:invoices:write",
     "billing:events:read",
+    "billing:routing:read",
+    "billing:routing:write",
 )
 
 

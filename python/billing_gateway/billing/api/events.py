@@ -1,4 +1,5 @@
-"""``/events`` (the outbox history) and ``/budgets`` (the state a gateway rebuilds from)."""
+"""``/events`` (the outbox history) and ``/budgets`` (the state a gateway rebuilds from:
+budgets and routing policies)."""
 
 from __future__ import annotations
 
@@ -36,9 +37,13 @@ def list_events(
 @get("/budgets", sync_to_thread=True)
 def budgets(store: Store, who: Who) -> list[dict[str, Any]]:
     """Each customer's current subscription (canceled ones too) as a ``subscription.created``
-    event, which a gateway applies to rebuild its table after a gap."""
+    event and, for a key bound to no customer, every routing policy and tombstone as its
+    ``routing_policy.*`` event: what a gateway applies to rebuild its tables after a gap."""
     need(who, "billing:events:read")
-    return [msgspec.json.decode(e) for e in store.budget_events(who.customer_id)]
+    state = store.budget_events(who.customer_id)
+    if who.customer_id is None:
+        state += store.routing_events()
+    return [msgspec.json.decode(e) for e in state]
 
 
 HANDLERS = [list_events, budgets]

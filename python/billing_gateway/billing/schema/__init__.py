@@ -9,7 +9,8 @@ so what a new database gets is what an upgraded one gets.
 Versions:
 
 1. the initial schema (:mod:`.v1`);
-2. the constraints several replicas need (:mod:`.v2`).
+2. the constraints several replicas need (:mod:`.v2`);
+3. routing policies (:mod:`.v3`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import v1, v2
+from . import v1, v2, v3
 from .tables import (
     WRITE,
     api_keys,
@@ -34,6 +35,7 @@ from .tables import (
     plans,
     prices,
     products,
+    routing_policies,
     schema_migrations,
     subscriptions,
     tables,
@@ -56,13 +58,14 @@ __all__ = [
     "plans",
     "prices",
     "products",
+    "routing_policies",
     "schema_migrations",
     "subscriptions",
     "tables",
     "usage_records",
 ]
 
-UPGRADES: list[tuple[int, Callable[[Connection], None]]] = [(2, v2.upgrade)]
+UPGRADES: list[tuple[int, Callable[[Connection], None]]] = [(2, v2.upgrade), (3, v3.upgrade)]
 """The steps from version 1 on, applied in order. Append; never edit an applied one."""
 LATEST = max(v for v, _ in UPGRADES)
 

@@ -19,6 +19,7 @@ __all__ = [
     "plans",
     "prices",
     "products",
+    "routing_policies",
     "schema_migrations",
     "subscriptions",
     "tables",
@@ -188,6 +189,19 @@ idempotency_keys = sa.Table(
     sa.Column("status_code", sa.Integer, nullable=False),
     sa.Column("response", sa.LargeBinary, nullable=False),
     sa.Column("created_at", Ts, nullable=False),
+)
+
+routing_policies = sa.Table(  # v3
+    "routing_policies",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("priority", sa.BigInteger, nullable=False),
+    sa.Column("match_expression", sa.Text, nullable=False),
+    sa.Column("strategy", sa.String(16), nullable=False),
+    sa.Column("targets", sa.Text, nullable=False),  # JSON: [{"name", "weight", "cost"}], cost in micros
+    sa.Column("created_at", Ts, nullable=False),
+    sa.Column("updated_at", Ts, nullable=False),
+    sa.Column("deleted_at", Ts, nullable=True),  # a tombstone
 )
 
 tables = metadata.tables

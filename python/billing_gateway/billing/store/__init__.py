@@ -31,9 +31,11 @@ from .records import (
     OutboxState,
     PlanRow,
     Principal,
+    RoutingPolicyRow,
     SubscriptionRow,
     UsageRow,
 )
+from .routing import RoutingPolicies
 from .usage import Usage
 
 __all__ = [
@@ -49,15 +51,16 @@ __all__ = [
     "OutboxState",
     "PlanRow",
     "Principal",
+    "RoutingPolicyRow",
     "SubscriptionRow",
     "UsageRow",
     "insert_new",
 ]
 
 
-class BillingStore(Cycles, Customers, Usage, ApiKeys):
+class BillingStore(Cycles, Customers, Usage, ApiKeys, RoutingPolicies):
     """Customers, plans, subscriptions, usage, invoices and payments, billing cycles, API
-    keys and the outbox, over one database."""
+    keys, routing policies and the outbox, over one database."""
 
     @classmethod
     def open(cls, url: str, **options: Any) -> BillingStore:

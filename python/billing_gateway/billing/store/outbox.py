@@ -17,7 +17,7 @@ from billing_gateway.errors import InvalidEvent
 from .base import OUTBOX_WRITTEN, StoreBase, new_id, utc
 from .records import OutboxState
 
-__all__ = ["OUTBOX_CHANNEL", "Envelope", "Outbox", "envelope"]
+__all__ = ["OUTBOX_CHANNEL", "Envelope", "Outbox", "envelope", "state_envelope"]
 
 OUTBOX_CHANNEL = "billing_outbox"
 """PostgreSQL: every transaction that writes outbox rows sends ``NOTIFY billing_outbox``
@@ -44,6 +44,12 @@ def envelope(
         correlation_id=correlation_id,
         causation_id=causation_id,
     )
+
+
+def state_envelope(key: str, at: datetime, tenant_id: str | None) -> Envelope:
+    """The envelope of an event that restates current state (for a gateway's rebuild): the
+    time of the change, and an id that the same state always gets."""
+    return Envelope(event_id=f"state_{key}_{int(at.timestamp() * 1e6)}", timestamp=at, tenant_id=tenant_id)
 
 
 class Outbox(StoreBase):

@@ -7,6 +7,7 @@ from datetime import datetime
 import msgspec
 
 from billing_gateway.billing.domain import SubscriptionStatus
+from billing_gateway.models import RoutingPolicy
 
 __all__ = [
     "CustomerRow",
@@ -15,6 +16,7 @@ __all__ = [
     "OutboxState",
     "PlanRow",
     "Principal",
+    "RoutingPolicyRow",
     "SubscriptionRow",
     "UsageRow",
 ]
@@ -98,3 +100,13 @@ class OutboxState(msgspec.Struct, frozen=True):
 
     counts: dict[str, int]
     oldest_pending_s: float
+
+
+class RoutingPolicyRow(msgspec.Struct, frozen=True):
+    """A routing policy as billing holds it (``cost`` of each target in micro-units);
+    ``deleted_at`` is set on a tombstone."""
+
+    policy: RoutingPolicy
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None = None

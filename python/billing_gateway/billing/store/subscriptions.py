@@ -18,7 +18,7 @@ from billing_gateway.errors import InvalidEvent
 from billing_gateway.money import from_micros
 
 from .base import load, new_id
-from .outbox import Envelope, Outbox, envelope
+from .outbox import Envelope, Outbox, envelope, state_envelope
 from .plans import Plans
 from .records import PlanRow, SubscriptionRow
 
@@ -178,11 +178,7 @@ class Subscriptions(Plans, Outbox):
             for sub_id in conn.execute(query).scalars().all():
                 sub = self._subscription(conn, sub_id)
                 plan = self._plan(conn, sub.plan_id)
-                env = Envelope(
-                    event_id=f"state_{sub_id}_{int(sub.updated_at.timestamp() * 1e6)}",
-                    timestamp=sub.updated_at,
-                    tenant_id=sub.customer_id,
-                )
+                env = state_envelope(sub_id, sub.updated_at, sub.customer_id)
                 try:
                     out.append(events.encode_event(_created(sub, plan, env)))
                 except InvalidEvent as exc:  # a row stored before the bounds: no gateway could apply it

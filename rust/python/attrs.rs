@@ -1,0 +1,88 @@
+//! Request attributes read from the Python mapping given to `route`: only the keys a
+//! policy names, each converted once per call. A value CEL cannot hold (a `set`, a
+//! non-`str` map key, an `int` beyond 64 bits, nesting deeper than [`MAX_DEPTH`]) is an
+//! evaluation error for the policies that read it, never an exception.
+
+use crate::routing::{Attrs, Fail, Value};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString, PyTuple};
+use std::sync::Arc;
+
+/// The deepest nesting of lists and mappings converted.
+const MAX_DEPTH: usize = 32;
+
+pub(super) struct PyAttrs<'a, 'py> {
+    map: &'a Bound<'py, PyAny>,
+    dict: Option<&'a Bound<'py, PyDict>>,
+}
+
+impl<'a, 'py> PyAttrs<'a, 'py> {
+    /// Attributes read from `map`, a `dict` or any other `Mapping`.
+    pub(super) fn new(map: &'a Bound<'py, PyAny>) -> Self {
+        PyAttrs {
+            map,
+            dict: map.cast::<PyDict>().ok(),
+        }
+    }
+}
+
+impl Attrs for PyAttrs<'_, '_> {
+    fn get(&self, key: &str) -> Result<Option<Value>, Fail> {
+        let py = self.map.py();
+        let found = match self.dict {
+            Some(d) => d.get_item(key).map_err(|_| Fail)?,
+            None => match self.map.get_item(key) {
+                Ok(v) => Some(v),
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) => None,
+                Err(_) => return Err(Fail),
+            },
+        };
+        found.map(|v| convert(&v, 0)).transpose()
+    }
+}
+
+/// A Python value as a CEL value.
+fn convert(v: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Fail> {
+    if let Ok(s) = v.cast::<PyString>() {
+        return s.to_str().map(Value::str).map_err(|_| Fail);
+    }
+    if v.is_none() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = v.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if v.is_instance_of::<PyInt>() {
+        if let Ok(i) = v.extract::<i64>() {
+            return Ok(Value::Int(i));
+        }
+        return v.extract::<u64>().map(Value::UInt).map_err(|_| Fail);
+    }
+    if let Ok(f) = v.cast::<PyFloat>() {
+        return Ok(Value::Double(f.value()));
+    }
+    if depth >= MAX_DEPTH {
+        return Err(Fail);
+    }
+    if v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>() {
+        let items = v
+            .try_iter()
+            .map_err(|_| Fail)?
+            .map(|item| item.map_err(|_| Fail).and_then(|i| convert(&i, depth + 1)))
+            .collect::<Result<Arc<[Value]>, Fail>>()?;
+        return Ok(Value::List(items));
+    }
+    if let Ok(m) = v.cast::<PyMapping>() {
+        let items = m.items().map_err(|_| Fail)?;
+        let mut entries = Vec::with_capacity(items.len());
+        for pair in items.iter() {
+            let (k, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
+                pair.extract().map_err(|_| Fail)?;
+            let k = k.cast::<PyString>().map_err(|_| Fail)?;
+            let k = k.to_str().map_err(|_| Fail)?;
+            entries.push((Value::str(k), convert(&value, depth + 1)?));
+        }
+        return Ok(Value::Map(entries.into()));
+    }
+    Err(Fail)
+}

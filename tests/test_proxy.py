@@ -47,7 +47,7 @@ def main(fakes: Fakes) -> Fake:
 
 @pytest.fixture
 def proxy(tmp_path: Path, server: EmbeddedNats, main: Fake) -> Iterator[Proxy]:
-    p = start_proxy(tmp_path, server, [target("main", main)])
+    p = start_proxy(tmp_path, server, [target("main", main, model="gpt-x")])
     subscribe(server.url, "cus_a", "100")
     p.wait_budget("cus_a")
     yield p
@@ -117,7 +117,7 @@ def test_async_client_and_embeddings_and_models(proxy: Proxy, main: Fake) -> Non
     asyncio.run(body())
     expected = sum(cost(p, o) for p, o in main.stats()["usage"])
     wait_for(lambda: proxy.budget("cus_a")["spent"] == expected, what="every request charged")
-    assert [m.id for m in client(proxy).models.list()] == []  # no target names a model
+    assert [m.id for m in client(proxy).models.list()] == ["gpt-x"]  # the one model a policy reaches
 
 
 def test_status_codes_and_error_shapes(tmp_path: Path, server: EmbeddedNats, proxy: Proxy) -> None:

@@ -124,7 +124,9 @@ class Proxy:
         reachable = [
             name
             for name in names
-            if self.gateway.route(tenant, {"model": name, "path": CHAT, "stream": False, "max_tokens": 1})
+            if self.gateway.route(
+                tenant, {"model": name, "path": "/v1" + CHAT, "stream": False, "max_tokens": 1}
+            )
         ]
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "billing-gateway"} for name in reachable

@@ -221,6 +221,17 @@ def test_stream_cut_off_at_the_hold(proxy: Proxy, main: Fake) -> None:
     assert proxy.budget("cus_a")["spent"] == cost(PROMPT, 10)
 
 
+def test_upstream_failing_mid_stream_is_reported_in_the_stream(proxy: Proxy, main: Fake) -> None:
+    main.configure(tokens=20, abort_after=6)
+    seen: list[Any] = []
+    stream = client(proxy).chat.completions.create(model="gpt-x", messages=HI, max_tokens=20, stream=True)
+    with pytest.raises(openai.APIError, match="the upstream failed mid-stream"):
+        seen.extend(stream)
+    assert sum(1 for ch in seen if ch.choices and ch.choices[0].delta.content) == 6
+    wait_for(lambda: proxy.budget("cus_a")["reserved"] == 0, what="the hold settled")
+    assert proxy.budget("cus_a")["spent"] == cost(PROMPT, 6)  # what was relayed, estimated
+
+
 def leave_stream(proxy: Proxy, *, max_tokens: int, after: str) -> None:
     """Starts a stream and hangs up once the token ``after`` arrived."""
     body = {"model": "gpt-x", "messages": HI, "max_tokens": max_tokens, "stream": True}

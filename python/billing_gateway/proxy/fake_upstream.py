@@ -8,7 +8,8 @@ the messages' text; it answers ``tokens`` output tokens (at most ``max_tokens`` 
 Driven over HTTP: ``POST /_fake/config`` with any of ``latency_ms`` (before the
 response), ``chunk_delay_ms``, ``tokens``, ``ignore_max_tokens``, ``fail_status`` +
 ``fail_count`` (the next requests answer that status, with ``Retry-After: retry_after``
-when given), ``model``; ``GET /_fake/stats`` returns the requests seen and the usage of
+when given), ``abort_after`` (streams drop their connection after that many tokens),
+``model``; ``GET /_fake/stats`` returns the requests seen and the usage of
 every answer it completed (``usage``: a list of ``[prompt, completion]``).
 """
 
@@ -37,6 +38,8 @@ class FakeSettings:
     fail_status: int = 0
     fail_count: int = 0
     retry_after: float | None = None
+    abort_after: int = 0
+    """Streams break (the connection is dropped) after this many tokens; 0: never."""
     model: str | None = None
     requests: int = 0
     usage: list[tuple[int, int]] = field(default_factory=list)
@@ -104,6 +107,10 @@ class _Fake:
         for i in range(produced):
             if s.chunk_delay_ms:
                 await asyncio.sleep(s.chunk_delay_ms / 1000)
+            if s.abort_after and i == s.abort_after:
+                assert request.transport is not None
+                request.transport.abort()  # the upstream dies mid-stream
+                return response
             await send([{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}])
         await send([{"index": 0, "delta": {}, "finish_reason": finish}])
         options = body.get("stream_options") or {}

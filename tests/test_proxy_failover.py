@@ -78,6 +78,12 @@ def test_429_with_retry_after_fails_over_then_comes_back(pair: tuple[Proxy, Fake
     wait_for(lambda: ask(proxy) == "primary", what="primary back after Retry-After")
     assert time.monotonic() - failed_at >= 1.9
     wait_for(lambda: spent_matches(proxy, primary, backup), what="charged once per answer")
+    _, metrics = proxy.request("GET", "/metrics")
+    assert 'billing_gateway_proxy_failovers_total{target="primary"} 1.0' in metrics
+    assert 'billing_gateway_proxy_responses_total{endpoint="chat",status="200"}' in metrics
+    charged = sum(float(line.split()[-1]) for line in metrics.splitlines()
+                  if line.startswith("billing_gateway_proxy_charged_micros_total{"))  # fmt: skip
+    assert charged == proxy.budget("cus_a")["spent"]
 
 
 def test_500_and_stream_fail_over_for_the_cooldown(pair: tuple[Proxy, Fake, Fake]) -> None:

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -32,6 +32,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 from . import broker
 from .broker import resolve_nats
@@ -136,9 +137,14 @@ def decision_json(d: Decision, tenant_id: str, amount: int) -> dict[str, Any]:
     }
 
 
-def create_app(consumer: EventConsumer, *, client_max_size: int = 64 * 1024) -> web.Application:
+def create_app(
+    consumer: EventConsumer, *, client_max_size: int = 64 * 1024, collectors: Iterable[Collector] = ()
+) -> web.Application:
+    """The daemon's API; ``collectors`` add to what ``/metrics`` reports (the proxy's)."""
     gateway = consumer.gateway
     registry = registry_for(consumer)
+    for collector in collectors:
+        registry.register(collector)
 
     async def healthz(_: web.Request) -> web.Response:
         return _response({"status": "ok"})

@@ -28,6 +28,7 @@ from billing_gateway.money import from_micros
 from .accounting import Hold, Usage
 from .config import ProxyConfig, TargetConfig
 from .errors import openai_error, refusal
+from .metrics import ProxyStats
 from .pricing import cost, estimate_embedding_tokens, estimate_prompt_tokens
 from .requests import BadRequest, ChatRequest, chat_request, parse_body, tenant_of
 from .streaming import relay_stream
@@ -56,6 +57,7 @@ class _Completion(msgspec.Struct):
 
 _decode_completion = msgspec.json.Decoder(_Completion).decode
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Forward = Callable[[TargetConfig, Hold, dict[str, str]], Awaitable[web.StreamResponse]]
 """Sends the request to a target under a hold, with the route's response headers."""
 
@@ -67,6 +69,7 @@ class Proxy:
         self.gateway = gateway
         self.config = config
         self.upstreams = Upstreams(config.targets)
+        self.stats = ProxyStats()
 
     async def start(self, _: web.Application) -> None:
         await self.upstreams.start()
@@ -179,6 +182,7 @@ class Proxy:
                 self.gateway.mark_down(name, down_for)
                 log.warning("upstream %s failed (%s): down for %.1fs, trying the next", name, exc, down_for)
                 failures.append(str(exc))
+                self.stats.failovers[name] += 1
                 continue
             except BaseException:
                 hold.release()
@@ -202,7 +206,8 @@ class Proxy:
                 usage = _decode_completion(body).usage
             except msgspec.DecodeError:
                 usage = None
-            hold.commit(Usage(usage.prompt_tokens, usage.completion_tokens) if usage else None)
+            charged = hold.commit(Usage(usage.prompt_tokens, usage.completion_tokens) if usage else None)
+            self.stats.charged[hold.target.name] += charged
         else:
             hold.release()
         return web.Response(
@@ -240,7 +245,9 @@ class Proxy:
             )
         finally:
             upstream.release()
-        hold.commit(result.usage)
+        self.stats.charged[hold.target.name] += hold.commit(result.usage)
+        self.stats.streams_cut += result.cut_off
+        self.stats.streams_left += result.client_left
         return response
 
 
@@ -252,17 +259,26 @@ def _decimal(micros: int) -> str:
     return str(from_micros(max(micros, 0)))
 
 
+def _counted(stats: ProxyStats, endpoint: str, handler: Handler) -> Handler:
+    async def counted(request: web.Request) -> web.StreamResponse:
+        response = await handler(request)
+        stats.responses[endpoint, response.status] += 1
+        return response
+
+    return counted
+
+
 def create_proxy_app(consumer: EventConsumer, config: ProxyConfig) -> web.Application:
     """The daemon's application (its endpoints, its error handling) plus the proxy's routes."""
-    app = create_app(consumer, client_max_size=MAX_BODY)
     proxy = Proxy(consumer.gateway, config)
+    app = create_app(consumer, client_max_size=MAX_BODY, collectors=[proxy.stats])
     app.on_startup.append(proxy.start)
     app.on_cleanup.append(proxy.close)
     app.add_routes(
         [
-            web.post("/v1/chat/completions", proxy.chat),
-            web.post("/v1/embeddings", proxy.embeddings),
-            web.get("/v1/models", proxy.models),
+            web.post("/v1/chat/completions", _counted(proxy.stats, "chat", proxy.chat)),
+            web.post("/v1/embeddings", _counted(proxy.stats, "embeddings", proxy.embeddings)),
+            web.get("/v1/models", _counted(proxy.stats, "models", proxy.models)),
         ]
     )
     return app

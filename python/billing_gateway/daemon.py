@@ -27,7 +27,7 @@ import signal
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -40,12 +40,14 @@ from .consumer import EventConsumer
 from .errors import InvalidAmount
 from .gateway import Decision, Gateway, Route
 from .httpsafety import QuietServerLog, error_middleware, json_error, read_body
-from .leases import BudgetLeases
 from .metrics import registry_for
 from .models import Budget
 from .money import from_micros
 from .snapshots import SavedState, SnapshotStore
 from .usage import UsageReporter
+
+if TYPE_CHECKING:
+    from .leases import BudgetLeases
 
 __all__ = ["DaemonOptions", "create_app", "run"]
 
@@ -293,6 +295,8 @@ def _leases(gateway: Gateway, options: DaemonOptions) -> BudgetLeases | None:
     """The budget leases ``--redis-url`` asks for, or None."""
     if options.redis_url is None:
         return None
+    from .leases import BudgetLeases  # redis, imported only when leases are asked for
+
     return BudgetLeases(
         gateway,
         options.redis_url,
@@ -303,7 +307,7 @@ def _leases(gateway: Gateway, options: DaemonOptions) -> BudgetLeases | None:
     )
 
 
-AppFactory = Callable[[EventConsumer, BudgetLeases | None], web.Application]
+AppFactory = Callable[[EventConsumer, "BudgetLeases | None"], web.Application]
 
 
 async def run(options: DaemonOptions, app_factory: AppFactory = create_app) -> int:

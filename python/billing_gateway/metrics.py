@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .consumer import EventConsumer
-from .leases import BudgetLeases
 from .models import ApplyOutcome, Reason
+
+if TYPE_CHECKING:
+    from .leases import BudgetLeases
 
 __all__ = ["ConsumerCollector", "LeasesCollector", "registry_for"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import msgspec
@@ -22,7 +22,6 @@ from aiohttp import web
 from billing_gateway.consumer import EventConsumer
 from billing_gateway.daemon import create_app
 from billing_gateway.gateway import Gateway
-from billing_gateway.leases import BudgetLeases
 from billing_gateway.models import Reason
 from billing_gateway.money import from_micros
 
@@ -34,6 +33,9 @@ from .pricing import cost, estimate_embedding_tokens, estimate_prompt_tokens
 from .requests import BadRequest, ChatRequest, chat_request, parse_body, tenant_of
 from .streaming import relay_stream
 from .upstream import UpstreamFailed, Upstreams
+
+if TYPE_CHECKING:
+    from billing_gateway.leases import BudgetLeases
 
 __all__ = ["Proxy", "create_proxy_app"]
 

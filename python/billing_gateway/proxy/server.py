@@ -4,15 +4,18 @@ snapshots, usage reported to billing, the broker kept alive) serving the proxy."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from billing_gateway.consumer import EventConsumer
 from billing_gateway.daemon import DaemonOptions, run
-from billing_gateway.leases import BudgetLeases
 
 from .app import create_proxy_app
 from .config import ProxyConfig
+
+if TYPE_CHECKING:
+    from billing_gateway.leases import BudgetLeases
 
 __all__ = ["serve"]
 

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from billing_gateway.consumer import EventConsumer
 from billing_gateway.daemon import create_app
-from billing_gateway.gateway import Gateway
+from billing_gateway.gateway import Decision, Gateway
 from billing_gateway.models import Reason
 from billing_gateway.money import from_micros
 
@@ -68,9 +68,10 @@ Forward = Callable[[TargetConfig, Hold, dict[str, str]], Awaitable[web.StreamRes
 class Proxy:
     """The request handlers, over one gateway and the configured upstreams."""
 
-    def __init__(self, gateway: Gateway, config: ProxyConfig) -> None:
+    def __init__(self, gateway: Gateway, config: ProxyConfig, leases: BudgetLeases | None = None) -> None:
         self.gateway = gateway
         self.config = config
+        self.leases = leases
         self.upstreams = Upstreams(config.targets)
         self.stats = ProxyStats()
 
@@ -170,7 +171,7 @@ class Proxy:
             amount = cost(target, prompt, output)
             if amount > MAX_HOLD:  # beyond any budget (64-bit micro-units)
                 return refusal(Reason.INSUFFICIENT_BUDGET, tenant, amount, 0)
-            decision = self.gateway.reserve(tenant, amount, ttl_s=self.config.hold_ttl_s)
+            decision = await self._reserve(tenant, amount)
             if not decision.allowed or decision.reservation_id is None:
                 return refusal(decision.reason, tenant, amount, decision.remaining)
             hold = Hold(
@@ -193,6 +194,12 @@ class Proxy:
             hold.release()  # a no-op when the forward settled it
             return response
         return openai_error(502, "every upstream failed: " + "; ".join(failures), code="upstream_error")
+
+    async def _reserve(self, tenant: str, amount: int) -> Decision:
+        """The hold; with leases, a used-up slice is refilled first (one Redis round trip)."""
+        if self.leases is None:
+            return self.gateway.reserve(tenant, amount, ttl_s=self.config.hold_ttl_s)
+        return await self.leases.reserve(tenant, amount, ttl_s=self.config.hold_ttl_s)
 
     async def _whole(
         self, upstream: aiohttp.ClientResponse, hold: Hold, headers: dict[str, str]
@@ -275,7 +282,7 @@ def create_proxy_app(
     consumer: EventConsumer, config: ProxyConfig, leases: BudgetLeases | None = None
 ) -> web.Application:
     """The daemon's application (its endpoints, its error handling) plus the proxy's routes."""
-    proxy = Proxy(consumer.gateway, config)
+    proxy = Proxy(consumer.gateway, config, leases)
     app = create_app(consumer, leases, client_max_size=MAX_BODY, collectors=[proxy.stats])
     app.on_startup.append(proxy.start)
     app.on_cleanup.append(proxy.close)

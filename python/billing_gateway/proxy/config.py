@@ -19,9 +19,18 @@ from typing import Any
 from billing_gateway import RoutingPolicy, Target
 from billing_gateway.cliargs import host_port
 from billing_gateway.errors import InvalidAmount
+from billing_gateway.leases.names import MODES, checked_key_prefix, checked_replica_id
 from billing_gateway.money import to_micros
 
-__all__ = ["ConfigError", "EventsConfig", "ProxyConfig", "TargetConfig", "load_config", "parse_config"]
+__all__ = [
+    "ConfigError",
+    "EventsConfig",
+    "LeasesConfig",
+    "ProxyConfig",
+    "TargetConfig",
+    "load_config",
+    "parse_config",
+]
 
 
 class ConfigError(ValueError):
@@ -61,6 +70,18 @@ class EventsConfig:
 
 
 @dataclass(frozen=True)
+class LeasesConfig:
+    """Budgets shared with the other replicas through Redis leases (``[leases]``): the
+    options of ``consume --redis-url``."""
+
+    redis_url: str
+    mode: str = "strict"
+    lease_ttl_s: float = 10.0
+    replica_id: str | None = None
+    key_prefix: str = "bg"
+
+
+@dataclass(frozen=True)
 class ProxyConfig:
     listen: tuple[str, int] = ("127.0.0.1", 8090)
     events: EventsConfig = field(default_factory=EventsConfig)
@@ -78,6 +99,8 @@ class ProxyConfig:
     """How long the upstream of a stream whose client left is read for its usage."""
     hold_ttl_s: float = 600.0
     """The lifetime of a request's hold: longer than any request may take."""
+    leases: LeasesConfig | None = None
+    """Budgets shared by replicas (none: this proxy's table alone)."""
 
     def tenant_for(self, api_key: str) -> str | None:
         tenant = self.keys.get(api_key)
@@ -223,6 +246,34 @@ def _events(raw: Any, base: Path) -> EventsConfig:
     )
 
 
+def _leases(raw: Any) -> LeasesConfig | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError("leases: expected a table")
+    where = "leases."
+    _unknown(raw, {f.name for f in LeasesConfig.__dataclass_fields__.values()}, where)
+    redis_url = _get(raw, "redis_url", str, where, None)
+    if not redis_url or not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{where}redis_url: required, a redis:// URL, got {redis_url!r}")
+    mode = _get(raw, "mode", str, where, "strict")
+    if mode not in MODES:
+        raise ConfigError(f"{where}mode: expected {' or '.join(map(repr, MODES))}, got {mode!r}")
+    replica_id = _get(raw, "replica_id", str, where, None)
+    try:
+        key_prefix = checked_key_prefix(_get(raw, "key_prefix", str, where, "bg"))
+        replica_id = None if replica_id is None else checked_replica_id(replica_id)
+    except ValueError as exc:
+        raise ConfigError(f"{where}{exc}") from None
+    return LeasesConfig(
+        redis_url=redis_url,
+        mode=mode,
+        lease_ttl_s=_positive(raw, "lease_ttl_s", where, 10.0),
+        replica_id=replica_id,
+        key_prefix=key_prefix,
+    )
+
+
 def _keys(raw: Any) -> tuple[dict[str, str], dict[str, str]]:
     if not isinstance(raw, dict):
         raise ConfigError("tenants: expected a table of API key = tenant id")
@@ -242,7 +293,7 @@ def _keys(raw: Any) -> tuple[dict[str, str], dict[str, str]]:
 
 
 _TOP_KEYS = {"listen", "events", "tenants", "targets", "policies", "default_max_tokens", "cooldown_s",
-             "drain_timeout_s", "hold_ttl_s"}  # fmt: skip
+             "drain_timeout_s", "hold_ttl_s", "leases"}  # fmt: skip
 
 
 def parse_config(doc: Mapping[str, Any], base: Path = Path()) -> ProxyConfig:
@@ -275,6 +326,7 @@ def parse_config(doc: Mapping[str, Any], base: Path = Path()) -> ProxyConfig:
         cooldown_s=_positive(doc, "cooldown_s", "", 30.0),
         drain_timeout_s=_positive(doc, "drain_timeout_s", "", 5.0),
         hold_ttl_s=_positive(doc, "hold_ttl_s", "", 600.0),
+        leases=_leases(doc.get("leases")),
     )
 
 

@@ -51,12 +51,15 @@ def openai_error(
 
 
 def refusal(reason: Reason, tenant_id: str, hold: int, remaining: int) -> web.Response:
-    """402 when the budget cannot cover the hold, 403 when the subscription cannot spend."""
-    status = 403 if reason in (Reason.INACTIVE, Reason.PERIOD_ENDED) else 402
+    """402 when the budget cannot cover the hold, 403 when the subscription cannot spend,
+    429 (retry in a second) when this replica's lease slice is used up and no more could be
+    had right now while the shared budget may still have room."""
+    headers = {"x-budget-remaining": str(from_micros(max(remaining, 0)))}
+    if reason in (Reason.INACTIVE, Reason.PERIOD_ENDED):
+        status = 403
+    elif reason is Reason.LEASE_EXHAUSTED:
+        status, headers["retry-after"] = 429, "1"
+    else:
+        status = 402
     message = f"budget refused for tenant {tenant_id!r}: {reason.value} (hold {hold} micro-units)"
-    return openai_error(
-        status,
-        message,
-        code=reason.value,
-        headers={"x-budget-remaining": str(from_micros(max(remaining, 0)))},
-    )
+    return openai_error(status, message, code=reason.value, headers=headers)

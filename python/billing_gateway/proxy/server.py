@@ -4,7 +4,7 @@ snapshots, usage reported to billing, the broker kept alive) serving the proxy."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -29,6 +29,20 @@ def _with_config_policies(consumer: EventConsumer, config: ProxyConfig) -> None:
         consumer.gateway.set_policies(current.values())
 
 
+def _lease_options(config: ProxyConfig) -> dict[str, Any]:
+    """``[leases]`` as the daemon's options (``consume --redis-url`` and its companions)."""
+    leases = config.leases
+    if leases is None:
+        return {}
+    return {
+        "redis_url": leases.redis_url,
+        "lease_mode": leases.mode,
+        "lease_ttl_s": leases.lease_ttl_s,
+        "replica_id": leases.replica_id,
+        "lease_key_prefix": leases.key_prefix,
+    }
+
+
 async def serve(config: ProxyConfig, *, data_dir: Path, nats_url: str | None = None) -> int:
     """Runs until SIGTERM/SIGINT. ``nats_url`` (the command line's) wins over the file's."""
     events = config.events
@@ -46,6 +60,7 @@ async def serve(config: ProxyConfig, *, data_dir: Path, nats_url: str | None = N
         usage_every_s=events.usage_every_s,
         billing_url=events.billing_url,
         billing_key=events.billing_key,
+        **_lease_options(config),
     )
 
     def app(consumer: EventConsumer, leases: BudgetLeases | None) -> web.Application:

@@ -89,14 +89,14 @@ class _Price(msgspec.Struct):
     id: str
 
 
-class _Item(msgspec.Struct):
+class SubscriptionItem(msgspec.Struct):
     price: _Price
     current_period_start: int | None = None
     current_period_end: int | None = None
 
 
 class _Items(msgspec.Struct):
-    data: list[_Item] = msgspec.field(default_factory=list)
+    data: list[SubscriptionItem] = msgspec.field(default_factory=list)
 
 
 class Subscription(msgspec.Struct):
@@ -119,7 +119,7 @@ class Subscription(msgspec.Struct):
         ref = self.latest_invoice
         return ref.id if isinstance(ref, _Ref) else ref
 
-    def period(self, item: _Item) -> tuple[datetime, datetime]:
+    def period(self, item: SubscriptionItem) -> tuple[datetime, datetime]:
         """The current period: the item's (API 2025-03-31 and later), else the subscription's."""
         start = item.current_period_start or self.current_period_start
         end = item.current_period_end or self.current_period_end

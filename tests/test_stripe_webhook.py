@@ -96,8 +96,16 @@ def test_an_oversized_body_is_400_and_stores_nothing(client: TestClient, store: 
 
 
 def test_signed_but_not_an_event_is_400(client: TestClient, store: BillingStore) -> None:  # type: ignore[type-arg]
-    for payload in (b"[1, 2]", b'{"id": "evt_1"}', b"not json"):
-        assert post(client, payload, sign(payload)) == 400
+    hostile = [
+        event("customer.created", customer("cus_1"), event_id="evt_" + "x" * 300),
+        event("customer.created", customer("cus_1"), event_id="evt_\u0000nul"),
+        event("customer.created", customer("cus_1"), created=2**63),
+        event("customer.created", customer("cus_" + "y" * 300)),
+        event("customer.created\n", customer("cus_1")),
+    ]
+    for payload in (b"[1, 2]", b'{"id": "evt_1"}', b"not json", *(body(e) for e in hostile)):
+        answer = client.post(URL, content=payload, headers={"Stripe-Signature": sign(payload)})
+        assert answer.status_code == 400 and "not a Stripe event" in answer.json()["detail"], answer.text
     assert stored(store) == []
 
 

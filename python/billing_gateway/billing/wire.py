@@ -245,7 +245,7 @@ class RoutingPolicyDeleted(msgspec.Struct):
 
 class PortalIn(msgspec.Struct, forbid_unknown_fields=True):
     return_url: (
-        Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=r"^https?://[^\s]+$")] | None
+        Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=r"^https?://[^\s]+\Z")] | None
     ) = None
 
 

@@ -30,7 +30,13 @@ from billing_gateway.billing.schema import (
     stripe_objects,
     subscriptions,
 )
-from billing_gateway.billing.stripe.objects import Customer, Invoice, Subscription, billing_status
+from billing_gateway.billing.stripe.objects import (
+    Customer,
+    Invoice,
+    Subscription,
+    SubscriptionItem,
+    billing_status,
+)
 from billing_gateway.billing.wire import ID_PATTERN, MAX_ID
 from billing_gateway.money import from_micros
 
@@ -40,9 +46,10 @@ from .cycles import Cycles
 from .outbox import envelope
 from .records import PlanRow, SubscriptionRow
 
-__all__ = ["NotYet", "Order", "StripeSync"]
+__all__ = ["InvoiceKind", "NotYet", "Order", "StripeSync"]
 
 Order = Literal["newer", "stale", "tie"]
+InvoiceKind = Literal["finalized", "paid", "payment_failed"]
 
 
 class NotYet(Exception):
@@ -157,7 +164,7 @@ class StripeSync(Cycles, Customers):
 
     def _stripe_plan(
         self, conn: Connection, s: Subscription, price_map: Mapping[str, str]
-    ) -> tuple[PlanRow, Any]:
+    ) -> tuple[PlanRow, SubscriptionItem]:
         for item in s.items.data:
             plan = self.plan_for_price(conn, item.price.id, price_map)
             if plan is not None:
@@ -236,8 +243,8 @@ class StripeSync(Cycles, Customers):
         s: Subscription,
         plan: PlanRow,
         status: SubscriptionStatus,
-        start: Any,
-        end: Any,
+        start: datetime,
+        end: datetime,
         customer_id: str,
         correlation_id: str,
     ) -> tuple[str, str]:
@@ -271,7 +278,7 @@ class StripeSync(Cycles, Customers):
         self,
         conn: Connection,
         inv: Invoice,
-        kind: Literal["finalized", "paid", "payment_failed"],
+        kind: InvoiceKind,
         correlation_id: str,
     ) -> tuple[str, str | None]:
         """``(outcome, billing customer id)``: the invoice recorded (``invoice.created``),
@@ -333,7 +340,13 @@ class StripeSync(Cycles, Customers):
         self._emit(conn, paid, sub.customer_id)
 
     def _record_stripe_invoice(
-        self, conn: Connection, inv: Invoice, sub: SubscriptionRow, start: Any, end: Any, correlation_id: str
+        self,
+        conn: Connection,
+        inv: Invoice,
+        sub: SubscriptionRow,
+        start: datetime,
+        end: datetime,
+        correlation_id: str,
     ) -> None:
         invoice_id = _valid_id(inv.id)
         if invoice_id is None:

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from billing_gateway.billing.store import BillingStore
+from billing_gateway.billing.store.stripe_sync import InvoiceKind
 
 from .objects import Customer, Event, Invoice, Subscription, decode_object
 
@@ -68,7 +69,7 @@ def _subscription(deleted: bool = False) -> Apply:
     return run
 
 
-def _invoice(kind: Any) -> Apply:
+def _invoice(kind: InvoiceKind) -> Apply:
     def run(
         store: BillingStore, conn: Connection, found: dict[str, Any], _: Mapping[str, str], key: str
     ) -> tuple[str, str | None]:

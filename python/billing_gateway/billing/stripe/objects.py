@@ -13,7 +13,7 @@ is ignored), and the conversions onto billing's terms.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -89,14 +89,14 @@ class _Price(msgspec.Struct):
     id: str
 
 
-class _Item(msgspec.Struct):
+class SubscriptionItem(msgspec.Struct):
     price: _Price
     current_period_start: int | None = None
     current_period_end: int | None = None
 
 
 class _Items(msgspec.Struct):
-    data: list[_Item] = msgspec.field(default_factory=list)
+    data: list[SubscriptionItem] = msgspec.field(default_factory=list)
 
 
 class Subscription(msgspec.Struct):
@@ -119,7 +119,7 @@ class Subscription(msgspec.Struct):
         ref = self.latest_invoice
         return ref.id if isinstance(ref, _Ref) else ref
 
-    def period(self, item: _Item) -> tuple[datetime, datetime]:
+    def period(self, item: SubscriptionItem) -> tuple[datetime, datetime]:
         """The current period: the item's (API 2025-03-31 and later), else the subscription's."""
         start = item.current_period_start or self.current_period_start
         end = item.current_period_end or self.current_period_end
@@ -187,12 +187,16 @@ class _Data(msgspec.Struct):
     object: dict[str, Any]
 
 
+StripeId = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+\Z")]
+"""An id or type as billing stores it: 1 to 255 characters, no control characters."""
+
+
 class Event(msgspec.Struct):
     """A webhook event: what is stored and ordered before any handler reads the object."""
 
-    id: str
-    type: str
-    created: int
+    id: StripeId
+    type: StripeId
+    created: Annotated[int, msgspec.Meta(ge=0, le=2**40)]
     data: _Data
 
     @property
@@ -205,10 +209,18 @@ _event = msgspec.json.Decoder(Event)
 
 
 def decode_event(payload: bytes) -> Event:
+    """The event in ``payload``; :class:`Invalid` naming the field when it is not one billing
+    can store (its object's id included)."""
     try:
-        return _event.decode(payload)
+        event = _event.decode(payload)
     except msgspec.MsgspecError as exc:
         raise Invalid(f"not a Stripe event: {exc}") from None
+    if event.object_id is not None:
+        try:
+            msgspec.convert(event.object_id, StripeId)
+        except msgspec.ValidationError as exc:
+            raise Invalid(f"not a Stripe event: data.object.id: {exc}") from None
+    return event
 
 
 def decode_object(kind: type[msgspec.Struct], found: dict[str, Any]) -> Any:

@@ -68,17 +68,52 @@ def test_api_to_gateway__baseline_raw_nats(benchmark: Any, server: EmbeddedNats)
 def test_api_to_gateway__billing_api(benchmark: Any, server: EmbeddedNats, tmp_path: Path, db: str) -> None:
     """A PATCH through a ``billing serve`` process (API and dispatcher, as deployed; the
     dispatcher woken by the commit) until this process's gateway table shows it."""
+    measure_api_to_gateway(benchmark, server, tmp_path, db)
+
+
+def measure_api_to_gateway(benchmark: Any, server: EmbeddedNats, tmp_path: Path, db: str) -> None:
+    with billing_serve(db, tmp_path, server) as (url, key):
+        samples, rate = one(benchmark, lambda: asyncio.run(api_to_gateway(server, url, key)))
+    benchmark.extra_info.update(percentiles(samples))
+    benchmark.extra_info["events_per_s"] = round(rate)
+
+
+@contextlib.contextmanager
+def billing_serve(db: str, tmp_path: Path, server: EmbeddedNats, **env: str) -> Iterator[tuple[str, str]]:
+    """A ``billing serve`` process (API, dispatcher and workers, as deployed) on a new
+    database: its URL and a key."""
     with database(db, tmp_path) as store:
         _, key = store.create_api_key(["billing:*"])
         url = store.engine.url.render_as_string(hide_password=False)
-        billing = BillingServer(url, server.url, tmp_path / "billing.log").launch()
+        billing = BillingServer(url, server.url, tmp_path / "billing.log", **env).launch()
         try:
             billing.ready()
-            samples, rate = one(benchmark, lambda: asyncio.run(api_to_gateway(server, billing.url, key)))
+            yield billing.url, key
         finally:
             billing.stop()
-    benchmark.extra_info.update(percentiles(samples))
-    benchmark.extra_info["events_per_s"] = round(rate)
+
+
+class Watch:
+    """A gateway following the stream, and an event set when ``wanted(gateway)`` holds
+    after an event is applied."""
+
+    def __init__(self, nats_url: str) -> None:
+        self.gateway = Gateway()
+        self.shown = asyncio.Event()
+        self.wanted: Any = lambda _: False
+        self.consumer = EventConsumer(self.gateway, nats_url, on_applied=self._applied)
+
+    def _applied(self, _: int, __: Any) -> None:
+        if self.wanted(self.gateway):
+            self.shown.set()
+
+    async def until(self, wanted: Any, change: Any) -> None:
+        """Runs ``await change()`` and returns once ``wanted(gateway)`` holds."""
+        self.wanted = wanted
+        self.shown.clear()
+        await change()
+        if not wanted(self.gateway):
+            await self.shown.wait()
 
 
 async def api_to_gateway(server: EmbeddedNats, base_url: str, key: str) -> tuple[list[float], float]:
@@ -86,22 +121,14 @@ async def api_to_gateway(server: EmbeddedNats, base_url: str, key: str) -> tuple
     await client.create_plan(id="plan_pro", name="Pro", currency="USD", included_budget="1", price="1")
     customer = await client.create_customer("Bench", "b@x.io")
     sub = await client.create_subscription(customer.id, "plan_pro")
-    gw = Gateway()
-    shown = asyncio.Event()
-    wanted = [0]
-
-    def on_applied(_: int, __: Any) -> None:
-        if (b := gw.budget(customer.id)) is not None and b.total == wanted[0]:
-            shown.set()
-
-    consumer = EventConsumer(gw, server.url, on_applied=on_applied)
-    await consumer.start()
+    watch = Watch(server.url)
+    await watch.consumer.start()
 
     async def change(total: int) -> None:
-        wanted[0] = to_micros(total)
-        shown.clear()
-        await client.update_subscription(sub.id, total_budget=total)
-        await shown.wait()
+        def shown(gw: Gateway) -> bool:
+            return (b := gw.budget(customer.id)) is not None and b.total == to_micros(total)
+
+        await watch.until(shown, lambda: client.update_subscription(sub.id, total_budget=total))
 
     await change(2)  # the plan's budget is 1: a change, and the stream is followed
     samples = []
@@ -115,7 +142,7 @@ async def api_to_gateway(server: EmbeddedNats, base_url: str, key: str) -> tuple
         await client.update_subscription(sub.id, total_budget=i)
     await change(last)
     rate = (CALLS + 1) / (time.perf_counter() - burst)
-    await consumer.stop()
+    await watch.consumer.stop()
     await client.aclose()
     return samples, rate
 

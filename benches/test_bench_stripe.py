@@ -19,23 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 import uvicorn
-from billing_gateway import Gateway, to_micros
 from billing_gateway.billing.api import create_app
+from billing_gateway.billing.client import AsyncBillingClient
 from billing_gateway.billing.store import BillingStore
 from billing_gateway.billing.stripe.runtime import StripeRuntime
 from billing_gateway.billing.stripe.settings import StripeSettings
-from billing_gateway.billing.stripe.worker import StripeWorker
-from billing_gateway.billing.workers.dispatcher import Dispatcher
-from billing_gateway.consumer import EventConsumer
 from billing_gateway.natsd import EmbeddedNats, free_port
-from billing_gateway.stream import ensure_stream
 
 from tests.stripe_payloads import SECRET, T0, body, customer, event, sign, subscription
 
-from .test_bench_billing import api_to_gateway, database, one, server
+from .test_bench_billing import Watch, billing_serve, database, measure_api_to_gateway, one, server
 from .test_bench_sync import percentiles
 
 __all__ = ["server"]  # a fixture used here
@@ -110,59 +105,53 @@ def test_stripe_webhooks__verified_and_stored(
 def test_stripe_to_gateway__baseline_billing_api(
     benchmark: Any, server: EmbeddedNats, tmp_path: Path
 ) -> None:
-    with database("sqlite", tmp_path) as store:
-        api_to_gateway(benchmark, server, store)
+    measure_api_to_gateway(benchmark, server, tmp_path, "sqlite")
 
 
 @pytest.mark.benchmark(group="stripe_to_gateway")
-def test_stripe_to_gateway__webhook(
-    benchmark: Any, server: EmbeddedNats, tmp_path: Path, runtime: StripeRuntime
-) -> None:
-    """A signed ``customer.subscription.updated`` (alternating plans) until a gateway's table
-    shows it: endpoint, worker (woken by the endpoint), outbox, dispatcher, stream, consumer."""
-    with database("sqlite", tmp_path) as store:
-        for plan, budget in (("plan_pro", 1), ("plan_team", 2)):
-            store.create_plan(
-                plan_id=plan, name=plan, currency="USD", included_budget=to_micros(budget), price=0
-            )
-        worker = StripeWorker(store, runtime.settings, metrics=runtime.metrics)
-        runtime.wake = worker.wake
-        rounds = [
-            signed(event("customer.subscription.updated",
-                         subscription("sub_1Bench", "cus_Bench", tenant_id="tenant_bench",
-                                      price_id="price_team" if i % 2 else "price_pro"), created=T0 + i))
-            for i in range(ROUNDS + 1)
-        ]  # fmt: skip
-        with serving(store, runtime) as url, httpx.Client(base_url=url, timeout=30) as http:
-            gw = Gateway()
+def test_stripe_to_gateway__webhook(benchmark: Any, server: EmbeddedNats, tmp_path: Path) -> None:
+    """A signed ``customer.subscription.updated`` (alternating plans) through a ``billing
+    serve`` process (endpoint, Stripe worker woken by it, outbox, dispatcher) until this
+    process's gateway table shows it."""
+    env = {
+        "STRIPE_WEBHOOK_SECRET": SECRET,
+        "STRIPE_PRODUCT_PRICE_MAP": ",".join(f"{k}={v}" for k, v in PRICES.items()),
+    }
+    rounds = [
+        signed(event("customer.subscription.updated",
+                     subscription("sub_1Bench", "cus_Bench", tenant_id="tenant_bench",
+                                  price_id="price_team" if i % 2 else "price_pro"), created=T0 + i))
+        for i in range(ROUNDS + 1)
+    ]  # fmt: skip
+    with billing_serve("sqlite", tmp_path, server, **env) as (url, key):
+        samples = one(benchmark, lambda: asyncio.run(webhooks_to_gateway(server, url, key, rounds)))
+    benchmark.extra_info.update(percentiles(samples))
 
-            async def measure() -> list[float]:
-                nc = await nats.connect(server.url)
-                js = nc.jetstream()
-                await ensure_stream(js)
-                stop = asyncio.Event()
-                loops = [
-                    asyncio.create_task(Dispatcher(store, js).run(stop)),
-                    asyncio.create_task(worker.run(stop)),
-                ]
-                consumer = EventConsumer(gw, server.url)
-                await consumer.start()
-                samples = []
-                for i, (payload, headers) in enumerate(rounds):
-                    plan = "plan_team" if i % 2 else "plan_pro"
-                    start = time.perf_counter()
-                    await asyncio.to_thread(
-                        http.post, "/api/v1/stripe/webhook", content=payload, headers=headers
-                    )
-                    while (b := gw.budget("tenant_bench")) is None or b.plan_id != plan:
-                        await asyncio.sleep(0.0002)
-                    if i:  # the first creates the subscription (and waits on the consumer's start)
-                        samples.append(time.perf_counter() - start)
-                stop.set()
-                await asyncio.gather(*loops)
-                await consumer.stop()
-                await nc.close()
-                return samples
 
-            samples = one(benchmark, lambda: asyncio.run(measure()))
-            benchmark.extra_info.update(percentiles(samples))
+async def webhooks_to_gateway(
+    server: EmbeddedNats, url: str, key: str, rounds: list[tuple[bytes, dict[str, str]]]
+) -> list[float]:
+    client = AsyncBillingClient(url, key)
+    for plan, budget in (("plan_pro", "1"), ("plan_team", "2")):
+        await client.create_plan(id=plan, name=plan, currency="USD", included_budget=budget, price="0")
+    watch = Watch(server.url)
+    await watch.consumer.start()
+    samples = []
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        for i, (payload, headers) in enumerate(rounds):
+            plan = "plan_team" if i % 2 else "plan_pro"
+
+            def shown(gw: Any, plan: str = plan) -> bool:
+                return (b := gw.budget("tenant_bench")) is not None and b.plan_id == plan
+
+            async def send(payload: bytes = payload, headers: dict[str, str] = headers) -> None:
+                answer = await http.post("/api/v1/stripe/webhook", content=payload, headers=headers)
+                assert answer.status_code == 200, answer.text
+
+            start = time.perf_counter()
+            await watch.until(shown, send)
+            if i:  # the first creates the subscription (and waits on the consumer's start)
+                samples.append(time.perf_counter() - start)
+    await watch.consumer.stop()
+    await client.aclose()
+    return samples

@@ -262,7 +262,7 @@ impl Gateway {
     /// Replaces the locally configured routing policies, all or nothing.
     fn set_policies(&self, policies: &Bound<'_, PyAny>) -> PyResult<()> {
         let compiled = policies::compile_all(policies)?;
-        self.table.routing().set_policies(compiled).map_err(|id| {
+        self.table.set_policies(compiled).map_err(|id| {
             Error::InvalidPolicy(Box::new(PolicyError {
                 policy_id: id.clone(),
                 field: "id".to_string(),

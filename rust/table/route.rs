@@ -7,7 +7,7 @@ use super::names::Names;
 use super::row::{Meta, Row};
 use super::Table;
 use crate::counters::UsageCell;
-use crate::routing::{Attrs, BudgetFields, Field, Routed, RoutingTable, Value};
+use crate::routing::{Attrs, BudgetFields, Field, Policy, Routed, RoutingTable, Value};
 use std::cell::OnceCell;
 use std::sync::atomic::Ordering;
 
@@ -59,6 +59,16 @@ impl Table {
     /// The routing table (policies, health, counters).
     pub fn routing(&self) -> &RoutingTable {
         &self.routing
+    }
+
+    /// Replaces the locally configured routing policies (see [`RoutingTable`]), under the
+    /// writer lock like every change a snapshot holds, and flags the table dirty. A set
+    /// with a repeated id is refused (the id is the error) and changes nothing.
+    pub fn set_policies(&self, policies: Vec<Policy>) -> Result<(), String> {
+        let _writer = self.writer.lock();
+        self.routing.set_policies(policies)?;
+        self.mark_dirty();
+        Ok(())
     }
 
     /// Routes a request of `tenant` (`None`: no budget variable) with attributes `attrs`;

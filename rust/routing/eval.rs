@@ -277,32 +277,23 @@ fn negate(v: &Value) -> Result<Value, Fail> {
     }
 }
 
+/// Integer arithmetic where overflow and division by zero are `None` (CEL errors).
+macro_rules! checked {
+    ($op:expr, $x:expr, $y:expr) => {
+        match $op {
+            Arith::Add => $x.checked_add($y),
+            Arith::Sub => $x.checked_sub($y),
+            Arith::Mul => $x.checked_mul($y),
+            Arith::Div => $x.checked_div($y),
+            Arith::Rem => $x.checked_rem($y),
+        }
+    };
+}
+
 fn arith(op: Arith, a: &Value, b: &Value) -> Result<Value, Fail> {
     match (a, b) {
-        (Value::Int(x), Value::Int(y)) => {
-            let (x, y) = (*x, *y);
-            match op {
-                Arith::Add => x.checked_add(y),
-                Arith::Sub => x.checked_sub(y),
-                Arith::Mul => x.checked_mul(y),
-                Arith::Div => x.checked_div(y),
-                Arith::Rem => x.checked_rem(y),
-            }
-            .map(Value::Int)
-            .ok_or(Fail)
-        }
-        (Value::UInt(x), Value::UInt(y)) => {
-            let (x, y) = (*x, *y);
-            match op {
-                Arith::Add => x.checked_add(y),
-                Arith::Sub => x.checked_sub(y),
-                Arith::Mul => x.checked_mul(y),
-                Arith::Div => x.checked_div(y),
-                Arith::Rem => x.checked_rem(y),
-            }
-            .map(Value::UInt)
-            .ok_or(Fail)
-        }
+        (Value::Int(x), Value::Int(y)) => checked!(op, *x, *y).map(Value::Int).ok_or(Fail),
+        (Value::UInt(x), Value::UInt(y)) => checked!(op, *x, *y).map(Value::UInt).ok_or(Fail),
         (Value::Double(x), Value::Double(y)) => Ok(Value::Double(match op {
             Arith::Add => x + y,
             Arith::Sub => x - y,

@@ -21,10 +21,6 @@ spelled_enum! {
 }
 
 impl Field {
-    pub fn parse(name: &str) -> Option<Field> {
-        Field::ALL.iter().copied().find(|f| f.as_str() == name)
-    }
-
     pub(super) fn ty(self) -> Ty {
         match self {
             Field::Total | Field::Spent | Field::Reserved | Field::Remaining => Ty::Int,

@@ -24,12 +24,6 @@ spelled_enum! {
     }
 }
 
-impl Strategy {
-    pub fn parse(s: &str) -> Option<Strategy> {
-        Strategy::ALL.iter().copied().find(|st| st.as_str() == s)
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TargetDef {
     pub name: String,

@@ -2,7 +2,7 @@
 
 /// Defines a fieldless enum whose variants each have a fixed spelling (`Variant =
 /// "spelling"`), with [`ALL`](#associatedconstant.ALL) in declaration order (which is also
-/// the discriminant order, so `ALL[v as usize] == v`) and `as_str`.
+/// the discriminant order, so `ALL[v as usize] == v`), `as_str` and `parse`.
 macro_rules! spelled_enum {
     (
         $(#[$meta:meta])*
@@ -26,6 +26,12 @@ macro_rules! spelled_enum {
                 match self {
                     $($name::$variant => $spelling,)+
                 }
+            }
+
+            /// The variant spelled `s`.
+            #[allow(dead_code)] // not every enum is read from text
+            pub fn parse(s: &str) -> Option<$name> {
+                $name::ALL.iter().copied().find(|v| v.as_str() == s)
             }
         }
     };

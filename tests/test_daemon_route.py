@@ -5,6 +5,7 @@ and PostgreSQL."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -17,7 +18,7 @@ from billing_gateway.natsd import EmbeddedNats
 from billing_gateway.snapshots import SnapshotStore
 
 from .billing_fixtures import Api, BillingServer, billing_servers, nats_url, pg_url
-from .conftest import NOW, START, created, event
+from .conftest import NOW, START, Service, created, event
 from .processes import Daemon, publish_all
 
 __all__ = ["billing_servers", "nats_url", "pg_url"]  # fixtures used here
@@ -259,3 +260,37 @@ def test_billing_api_to_a_gateway_daemon_s_route(
     finally:
         api.close()
         daemon.terminate()
+
+
+def test_a_reset_stream_rebuilds_the_policies_from_billing(tmp_path: Path, service: Service) -> None:
+    """The stream is wiped under a daemon started with --billing-url: billing's
+    ``GET /budgets`` brings back its policies and tombstones, so a policy deleted in billing
+    (whose delete the stream never carried) is gone and one it never carried is there."""
+    server = EmbeddedNats(tmp_path / "nats").start()
+    try:
+        with service.client() as c:  # no dispatcher: none of this is published
+            c.create_routing_policy(id="stale", priority=1, match_expression="true", strategy="failover",
+                                    targets=[{"name": "old"}])  # fmt: skip
+            c.delete_routing_policy("stale")
+            c.create_routing_policy(id="fresh", priority=2, match_expression="true", strategy="failover",
+                                    targets=[{"name": "new"}])  # fmt: skip
+        d = Daemon(
+            tmp_path, server.url, "--billing-url", service.url, "--billing-key", service.admin_key
+        ).start()
+        publish(d, server.url, [policy("stale", 1, "true", ["old"], ts=NOW)])  # older than billing's delete
+        assert until(routed(d, {"attrs": {}}))["policy_id"] == "stale"
+
+        server.stop()
+        shutil.rmtree(tmp_path / "nats" / "jetstream")
+        server = EmbeddedNats(tmp_path / "nats", server.port).start()
+        publish_all(server.url, [created("sub_9", "cus_9")])
+
+        until(lambda: d.post("/v1/route", {"attrs": {}})[1].get("policy_id") == "fresh")
+        assert d.post("/v1/route", {"attrs": {}})[1] == {
+            "policy_id": "fresh",
+            "target": "new",
+            "fallbacks": [],
+        }
+        assert d.terminate() == 0
+    finally:
+        server.stop()

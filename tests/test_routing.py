@@ -278,6 +278,20 @@ def test_a_bad_policy_is_refused_naming_it_and_the_set_in_force_stays(
     assert gw.policies() == good
 
 
+def test_set_policies_makes_the_next_snapshot_due() -> None:
+    gw = Gateway()
+    gw.snapshot()
+    assert not gw.dirty
+    gw.set_policies([])
+    assert gw.dirty, "local policies are in snapshots"
+    gw.snapshot()
+    with pytest.raises(InvalidPolicy):
+        gw.set_policies([policy("p"), policy("p")])
+    assert not gw.dirty, "a refused set changes nothing"
+    gw.mark_down("a", 60)
+    assert not gw.dirty, "health is not in snapshots"
+
+
 def test_a_repeated_id_is_refused() -> None:
     gw = Gateway()
     with pytest.raises(InvalidPolicy, match="repeats the id") as raised:

@@ -60,10 +60,6 @@ spelled_enum! {
 }
 
 impl Status {
-    pub fn parse(s: &str) -> Option<Status> {
-        Status::ALL.iter().copied().find(|st| st.as_str() == s)
-    }
-
     pub fn from_code(code: u8) -> Option<Status> {
         Status::ALL.get(usize::from(code)).copied()
     }

@@ -21,10 +21,6 @@ spelled_enum! {
 }
 
 impl Field {
-    pub fn parse(name: &str) -> Option<Field> {
-        Field::ALL.iter().copied().find(|f| f.as_str() == name)
-    }
-
     pub(super) fn ty(self) -> Ty {
         match self {
             Field::Total | Field::Spent | Field::Reserved | Field::Remaining => Ty::Int,
@@ -115,6 +111,10 @@ pub(super) enum Node {
     RequestDyn(Box<Node>),
     /// `has(request.k)`.
     HasRequest(u16),
+    /// `request.k == c` for a constant `c` (the most common clause, without a call).
+    RequestEq(u16, Value),
+    /// `request.k in [c, ...]` for a constant list.
+    RequestIn(u16, std::sync::Arc<[Value]>),
     Budget(Field),
     /// `has(budget.f)`: whether the tenant has a budget.
     HasBudget,

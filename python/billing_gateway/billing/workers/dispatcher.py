@@ -182,9 +182,8 @@ class Dispatcher:
             try:
                 tx = await asyncio.to_thread(conn.begin)
                 rows = await asyncio.to_thread(self._select_due, conn, limit)
-                await asyncio.to_thread(conn.exec_driver_sql, "SET LOCAL synchronous_commit TO OFF")
                 results = await self._publish_all(rows)
-                await asyncio.to_thread(self._mark, conn, rows, results)
+                await asyncio.to_thread(self._mark_unsynced, conn, rows, results)
                 await asyncio.to_thread(tx.commit)
             finally:
                 await asyncio.to_thread(conn.close)  # rolls back what was not committed
@@ -418,6 +417,12 @@ class Dispatcher:
                 .where(T.c.seq == row["seq"])
                 .values(attempts=attempts, last_error=r.error[:2000], lease_until=None, **values)
             )
+
+    def _mark_unsynced(self, conn: Connection, rows: list[Any], results: list[_Failure | None]) -> None:
+        """``_mark`` in a PostgreSQL transaction whose commit does not wait for the disk: a
+        mark lost to a crash of the server only makes its row publish again (a duplicate)."""
+        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+        self._mark(conn, rows, results)
 
     def pending(self) -> dict[str, int]:
         """Rows by status (``pending``, ``published``, ``dead``)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import redis
 from billing_gateway.natsd import EmbeddedNats
 
 from .leases_support import UNIT, drop_prefix, unique_prefix
@@ -35,7 +36,11 @@ def test_two_daemons_share_one_budget(tmp_path: Path, server: EmbeddedNats, redi
                 else:
                     assert doc["reason"] in ("lease_exhausted", "insufficient_budget"), doc
             time.sleep(0.01)
-        assert spent == 10 * UNIT, "the budget once across both daemons"
+        client = redis.Redis.from_url(redis_url)
+        state = {k: client.hgetall(k) for k in client.scan_iter(f"{prefix}:*:[0-9]*")}
+        client.close()
+        budgets = [d.request("GET", "/v1/budgets/cus_1")[1] for d in daemons]
+        assert spent == 10 * UNIT, f"the budget once across both daemons: {state} {budgets}"
         status, metrics = daemons[0].request("GET", "/metrics")
         assert status == 200
         for name in ("slices_held", "grants_total", "returns_total", "round_trips_total", "refusals_total"):

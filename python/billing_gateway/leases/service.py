@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from billing_gateway.gateway import Decision, Gateway
 from billing_gateway.models import Reason
 
-from .names import MODES, checked_key_prefix, checked_replica_id
+from .names import MODES, checked_key_prefix, checked_lease_ttl, checked_replica_id
 from .policy import Demand, SlicePolicy
 from .script import MAX_AMOUNT, SCRIPT, Answer, Call, budget_key, fence_key
 from .stats import LeaseStats
@@ -91,8 +91,7 @@ class BudgetLeases:
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be 'strict' or 'fast', got {mode!r}")
-        if not (isinstance(lease_ttl_s, int | float) and math.isfinite(lease_ttl_s) and lease_ttl_s >= 0.1):
-            raise ValueError(f"lease_ttl_s must be a number of seconds >= 0.1, got {lease_ttl_s!r}")
+        lease_ttl_s = checked_lease_ttl(lease_ttl_s)
         key_prefix = checked_key_prefix(key_prefix)
         if replica_id is not None:
             replica_id = checked_replica_id(replica_id)

@@ -53,7 +53,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 @pytest.fixture(scope="session")
 def redis_url() -> str | None:
     """The local Redis for the Lua baseline, or None (that baseline is then skipped)."""
-    url = os.environ.get("BILLING_GATEWAY_REDIS_URL", "redis://127.0.0.1:6379/15")
+    url = os.environ.get("BILLING_GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     try:
         socket.create_connection(("127.0.0.1", 6379), timeout=1.0).close()
     except OSError:

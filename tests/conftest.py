@@ -171,7 +171,7 @@ def require_service(name: str, host: str, port: int) -> None:
 
 @pytest.fixture
 def redis_url() -> str:
-    url = os.environ.get("BILLING_GATEWAY_REDIS_URL", "redis://127.0.0.1:6379/15")
+    url = os.environ.get("BILLING_GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     host_port = url.split("//", 1)[1].split("/", 1)[0]
     host, _, port = host_port.rpartition(":")
     require_service("Redis", host or "127.0.0.1", int(port or 6379))

@@ -24,30 +24,35 @@ from .leases_support import Counters, created
 
 
 def spend_for(config: dict[str, Any], leases: BudgetLeases, thread: int, view: memoryview) -> None:
-    """Spends for ``config["seconds"]``, recording into ``view`` at its slots."""
+    """Spends until nothing was granted for ``config["quiet_s"]`` (the budgets are used
+    up) or for ``config["seconds"]`` at most, recording into ``view`` at its slots."""
     rng = random.Random(config["seed"] * 100 + thread)
     tenants = [t for t, _ in config["tenants"]]
     gw = leases.gateway
     loop = asyncio.new_event_loop()
     first = (config["index"] * config["threads"] + thread) * len(tenants)
     low, high = config["amounts"]
-    deadline = time.monotonic() + config["seconds"]
-    while time.monotonic() < deadline:
+    deadline = last_ok = time.monotonic()
+    deadline += config["seconds"]
+    while (now := time.monotonic()) < deadline and now - last_ok < config["quiet_s"]:
         k = rng.randrange(len(tenants))
         tenant, slot, amount = tenants[k], first + k, rng.randint(low, high)
         op = rng.random()
         if op < 0.4:
             if gw.try_spend(tenant, amount):
                 view[slot] += amount
+                last_ok = now
         elif op < 0.6:
             if loop.run_until_complete(leases.spend(tenant, amount)).allowed:
                 view[slot] += amount
+                last_ok = now
         else:
             decision = gw.reserve(tenant, amount, ttl_s=30.0) if op < 0.8 else None
             if decision is None:
                 decision = loop.run_until_complete(leases.reserve(tenant, amount, ttl_s=30.0))
             if decision.reservation_id is not None:
                 view[slot] += amount
+                last_ok = now
                 if rng.random() < 0.7:
                     actual = rng.randint(0, amount)
                     gw.commit(decision.reservation_id, actual)

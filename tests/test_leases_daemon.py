@@ -3,13 +3,15 @@ leases, answer ``/v1/spend`` from their slices, and show the leases in ``/metric
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
+import redis
 from billing_gateway.natsd import EmbeddedNats
 
 from .leases_support import UNIT, drop_prefix, unique_prefix
-from .processes import Daemon, publish_all
+from .processes import CLI, Daemon, publish_all
 from .test_durability import current
 
 
@@ -35,7 +37,11 @@ def test_two_daemons_share_one_budget(tmp_path: Path, server: EmbeddedNats, redi
                 else:
                     assert doc["reason"] in ("lease_exhausted", "insufficient_budget"), doc
             time.sleep(0.01)
-        assert spent == 10 * UNIT, "the budget once across both daemons"
+        client = redis.Redis.from_url(redis_url)
+        state = {k: client.hgetall(k) for k in client.scan_iter(f"{prefix}:*:[0-9]*")}
+        client.close()
+        budgets = [d.request("GET", "/v1/budgets/cus_1")[1] for d in daemons]
+        assert spent == 10 * UNIT, f"the budget once across both daemons: {state} {budgets}"
         status, metrics = daemons[0].request("GET", "/metrics")
         assert status == 200
         for name in ("slices_held", "grants_total", "returns_total", "round_trips_total", "refusals_total"):
@@ -48,3 +54,16 @@ def test_two_daemons_share_one_budget(tmp_path: Path, server: EmbeddedNats, redi
             if d.process is not None and d.process.poll() is None:
                 d.kill9()
         drop_prefix(redis_url, prefix)
+
+
+def test_bad_lease_options_are_one_line_errors() -> None:
+    for option, value, says in (
+        ("--lease-ttl", "0.01", "lease-ttl"),
+        ("--lease-ttl", "soon", "lease-ttl"),
+        ("--lease-mode", "loose", "lease-mode"),
+        ("--lease-key-prefix", "a{b}", "braces"),
+        ("--replica-id", "a b", "whitespace"),
+    ):
+        run = subprocess.run([*CLI, "consume", option, value], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2, run.stderr
+        assert run.stderr.count("\n") == 1 and says in run.stderr, run.stderr

@@ -21,6 +21,7 @@ from billing_gateway.leases.script import budget_key
 from .leases_support import UNIT, Counters, drop_prefix, redis_server, unique_prefix, wait_until
 
 TTL = 1.0
+QUIET_S = 3.0
 PROCESSES = 4
 THREADS = 3
 TENANTS = [("t-a", 60), ("t-b", 90), ("t-c", 120)]
@@ -29,12 +30,13 @@ PERIOD_START = 1_764_324_000_000_000  # 2025-11-28T10:00:00Z, the events' period
 
 @dataclass
 class Fleet:
-    """``PROCESSES`` replica processes spending for ``seconds`` each."""
+    """``PROCESSES`` replica processes spending until the budgets are used up."""
 
     tmp: Path
     redis_url: str
     mode: str = "strict"
-    seconds: float = 6.0
+    seconds: float = 40.0
+    """At most; each replica stops once nothing was granted to it for ``QUIET_S``."""
     prefix: str = field(default_factory=unique_prefix)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -47,7 +49,8 @@ class Fleet:
                 "redis_url": self.redis_url, "prefix": self.prefix, "mode": self.mode, "ttl": TTL,
                 "replica_id": f"r{index}", "counters": str(self.counters.path), "index": index,
                 "threads": THREADS, "tenants": [(t, total) for t, total in TENANTS],
-                "seconds": self.seconds, "seed": index, "amounts": [1_000, 50_000], "pause_s": 0.0005,
+                "seconds": self.seconds, "quiet_s": QUIET_S, "seed": index,
+                "amounts": [1_000, 50_000], "pause_s": 0.0005,
             }  # fmt: skip
             with open(self.tmp / f"r{index}.log", "wb") as log:
                 self.processes.append(
@@ -125,7 +128,7 @@ def test_kill_9_of_replicas_mid_run(fleet: object, mode: str) -> None:
     counted (stranded, at most what each held) until their leases expire, then settle.
     Fast: their unused slices come back after the TTL; the overspend stays within what
     each had not reported (at most one slice per replica)."""
-    f: Fleet = fleet(mode=mode, seconds=7.0)  # type: ignore[operator]
+    f: Fleet = fleet(mode=mode)  # type: ignore[operator]
     wait_until(lambda: f.held("t-c") >= 24 * UNIT, 30, "a fifth of t-c spent")
     f.kill(0)
     f.kill(1)
@@ -158,14 +161,15 @@ def test_kill_9_of_replicas_mid_run(fleet: object, mode: str) -> None:
 @pytest.mark.parametrize("persist", [False, True], ids=["without-data", "with-data"])
 def test_redis_killed_and_restarted_mid_run(tmp_path: Path, persist: bool) -> None:
     with redis_server(tmp_path / "redis", persist=persist) as server:
-        f = Fleet(tmp_path, server.url, seconds=7.0).start()
+        f = Fleet(tmp_path, server.url).start()
         try:
-            wait_until(lambda: f.held("t-c") >= 18 * UNIT, 30, "spending")
+            wait_until(lambda: f.held("t-c") >= 6 * UNIT, 30, "spending")
             server.kill()
             time.sleep(0.5)
             server.start()
-            at_restart = f.held("t-c")
-            wait_until(lambda: f.held("t-c") > at_restart, 30, "service resuming")
+            at_restart = {t: f.held(t) for t, _ in TENANTS}
+            assert at_restart["t-c"] < 120 * UNIT - UNIT, "room left to resume into"
+            wait_until(lambda: any(f.held(t) > at_restart[t] for t, _ in TENANTS), 30, "service resuming")
             f.finish()
         finally:
             f.stop()

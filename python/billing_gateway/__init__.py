@@ -29,6 +29,7 @@ __all__ = [
     "ApplyOutcome",
     "BillingGatewayError",
     "Budget",
+    "BudgetLeases",
     "Decision",
     "Gateway",
     "InvalidAmount",
@@ -55,10 +56,13 @@ if TYPE_CHECKING:
     from . import events
     from .events import decode_event, encode_event
     from .gateway import Decision, Gateway, Route
+    from .leases.service import BudgetLeases
 
 # The compiled core loads on first use, not on ``import billing_gateway``: the billing
-# service and its client import this package without needing the gateway.
+# service and its client import this package without needing the gateway (nor redis,
+# which ``BudgetLeases`` needs).
 _LAZY = {
+    "BudgetLeases": ".leases.service",
     "Decision": ".gateway",
     "Gateway": ".gateway",
     "Route": ".gateway",

@@ -31,7 +31,7 @@ from .broker import resolve_nats
 from .cliargs import OneLineParser, anywhere, bounded_int, checked, host_port, option, positive_seconds
 from .connection import NatsUnreachable, connect
 from .deadletters import UnknownDeadLetter, list_dead_letters, redrive
-from .leases.names import MODES, checked_key_prefix, checked_replica_id
+from .leases.names import MODES, checked_key_prefix, checked_replica_id, parse_lease_ttl
 from .proxy import ConfigError
 from .proxy import commands as proxy_commands
 from .publishing import publish_text
@@ -289,7 +289,7 @@ def _lease_options(consume: argparse.ArgumentParser) -> None:
         "--lease-ttl",
         env_name="LEASE_TTL",
         default=10,
-        type=positive_seconds,
+        type=checked(parse_lease_ttl),
         metavar="SECONDS",
         help="how long a slice is held without renewal (renewed every third of it)",
     )

@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from .settings import PREFIX, env
 
 __all__ = ["OneLineParser", "anywhere", "bounded_int", "checked", "host_port", "option", "positive_seconds"]
+
+
+T = TypeVar("T")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -52,10 +55,10 @@ def bounded_int(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def checked(check: Callable[[str], str]) -> Callable[[str], str]:
+def checked(check: Callable[[str], T]) -> Callable[[str], T]:
     """An argparse type from a check that raises ``ValueError``: its message is the error."""
 
-    def parse(value: str) -> str:
+    def parse(value: str) -> T:
         try:
             return check(value)
         except ValueError as exc:

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .names import MODES, checked_key_prefix, checked_replica_id
+from .names import MODES, checked_key_prefix, checked_lease_ttl, checked_replica_id
 from .stats import LeaseStats
 
 if TYPE_CHECKING:
     from .service import BudgetLeases
 
-__all__ = ["MODES", "BudgetLeases", "LeaseStats", "checked_key_prefix", "checked_replica_id"]
+__all__ = [
+    "MODES",
+    "BudgetLeases",
+    "LeaseStats",
+    "checked_key_prefix",
+    "checked_lease_ttl",
+    "checked_replica_id",
+]
 
 
 def __getattr__(name: str) -> object:

@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
-__all__ = ["MODES", "checked_key_prefix", "checked_replica_id"]
+__all__ = [
+    "MIN_TTL_S",
+    "MODES",
+    "checked_key_prefix",
+    "checked_lease_ttl",
+    "checked_replica_id",
+    "parse_lease_ttl",
+]
 
 MODES: Final = ("strict", "fast")
+MIN_TTL_S: Final = 0.1
+
+
+def checked_lease_ttl(value: object) -> float:
+    """A lease TTL: a finite number (not a bool) of seconds, at least ``MIN_TTL_S``."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < MIN_TTL_S:  # type: ignore[arg-type,operator]
+        raise ValueError(f"lease_ttl_s must be a number of seconds >= {MIN_TTL_S}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def parse_lease_ttl(text: str) -> float:
+    """``checked_lease_ttl`` of a command-line value."""
+    try:
+        return checked_lease_ttl(float(text))
+    except ValueError:
+        raise ValueError(f"expected a number of seconds >= {MIN_TTL_S}, got {text!r}") from None
 
 
 def checked_key_prefix(value: str) -> str:

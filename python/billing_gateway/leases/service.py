@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from billing_gateway.gateway import Decision, Gateway
 from billing_gateway.models import Reason
 
-from .names import MODES, checked_key_prefix, checked_replica_id
+from .names import MODES, checked_key_prefix, checked_lease_ttl, checked_replica_id
 from .policy import Demand, SlicePolicy
 from .script import MAX_AMOUNT, SCRIPT, Answer, Call, budget_key, fence_key
 from .stats import LeaseStats
@@ -42,6 +42,9 @@ DRIFT: Final = 0.1
 a replica stops spending a slice at 90% of the TTL after the renewal was sent."""
 KEEP_MS: Final = 45 * 86_400 * 1000
 """How long a tenant's shared state outlives its last call (longer than a period)."""
+
+CONNECTIONS: Final = 8
+"""Redis connections per replica (calls beyond them wait for one)."""
 
 T = TypeVar("T")
 
@@ -61,6 +64,9 @@ class _Tenant:
     """An amount a spend found missing (0: none)."""
     exhausted: bool = False
     """The last answer said the shared budget had no room left: wait for the renewal."""
+    starved: bool = False
+    """The last refill could not cover the request: what the slice holds is a fragment
+    too small to use, given back so that fragments held by replicas add up again."""
 
 
 class BudgetLeases:
@@ -85,8 +91,7 @@ class BudgetLeases:
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be 'strict' or 'fast', got {mode!r}")
-        if not (isinstance(lease_ttl_s, int | float) and math.isfinite(lease_ttl_s) and lease_ttl_s >= 0.1):
-            raise ValueError(f"lease_ttl_s must be a number of seconds >= 0.1, got {lease_ttl_s!r}")
+        lease_ttl_s = checked_lease_ttl(lease_ttl_s)
         key_prefix = checked_key_prefix(key_prefix)
         if replica_id is not None:
             replica_id = checked_replica_id(replica_id)
@@ -122,7 +127,14 @@ class BudgetLeases:
             raise RuntimeError("BudgetLeases already started")
         self._loop = asyncio.get_running_loop()
         self._stopping, self._stopped = asyncio.Event(), asyncio.Event()
-        self._redis = aioredis.from_url(self.redis_url, socket_timeout=self.lease_ttl_s / 4)
+        # A few connections, waited for: a round renewing many tenants queues its calls.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.redis_url,
+            max_connections=CONNECTIONS,
+            timeout=self.lease_ttl_s / 4,
+            socket_timeout=self.lease_ttl_s / 4,
+        )
+        self._redis = aioredis.Redis.from_pool(pool)
         self._script = self._redis.register_script(SCRIPT)
         for b in self.gateway.budgets():
             state = self.gateway._lease_state(b.tenant_id)
@@ -258,6 +270,8 @@ class BudgetLeases:
             log.warning("lease on %r not renewed in time: spending stops until Redis answers", tenant_id)
             self.gateway._shrink_allowance(tenant_id, t.period_start, state[3] + state[4])
             return self._sync(tenant_id, need=0, want=0)
+        if t.starved and headroom > 0:
+            return self._give_back(tenant_id)
         if t.wanted or (not t.exhausted and self.policy.runs_low(headroom, t.demand.rate)):
             return self._sync(tenant_id, need=t.wanted, want=self.policy.slice_for(t.demand.rate, t.wanted))
         if headroom > 0 and t.demand.idle(now, self.policy.idle_s):
@@ -334,6 +348,7 @@ class BudgetLeases:
             granted = answer.granted + t.base
             exhausted = answer.available == 0 and answer.learning_ms == 0
             t.exhausted = exhausted
+            t.starved = need > 0 and granted - spent - reserved < need
             if self.gateway._grant_allowance(tenant_id, period, granted, exhausted) and granted > allowance:
                 self.stats.grants += 1
                 self.stats.granted += granted - allowance

@@ -1,8 +1,11 @@
 //! Criterion benchmarks of the Rust core, each beside a baseline measured in the same
-//! run: a `Mutex<HashMap>` check-and-debit (what a straightforward implementation does).
-//! Run with `make bench` (or `cargo bench --bench core`).
+//! run: a `Mutex<HashMap>` check-and-debit (what a straightforward implementation does);
+//! for match expressions, the `cel` crate's interpreter on the same expression with a
+//! prebuilt context. Run with `make bench` (or `cargo bench --bench core`).
 
+use _core::routing::{compile, Attrs, BudgetFields, Fail, Field, Key, Scope, Value};
 use _core::{Config, Table};
+use cel::objects::Key as CelKey;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -96,5 +99,81 @@ fn snapshots(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, spend, apply, snapshots);
+/// Request attributes held in Rust (the Python bindings read a dict instead).
+struct Request(HashMap<&'static str, Value>);
+
+impl Attrs for Request {
+    fn get(&self, key: &Key) -> Result<Option<Value>, Fail> {
+        self.get_dyn(key.name())
+    }
+
+    fn get_dyn(&self, key: &str) -> Result<Option<Value>, Fail> {
+        Ok(self.0.get(key).cloned())
+    }
+}
+
+struct Budget;
+
+impl BudgetFields for Budget {
+    fn field(&self, field: Field) -> Option<Value> {
+        Some(match field {
+            Field::RemainingFraction => Value::Double(0.5),
+            _ => Value::Int(1),
+        })
+    }
+}
+
+/// The shapes the issue names: one comparison; three clauses with `in` and a budget
+/// fraction; a regular expression.
+const SHAPES: [(&str, &str); 3] = [
+    ("eq", "request.model == 'gpt-4o'"),
+    (
+        "in_and_budget",
+        "request.model in ['gpt-4o', 'gpt-4o-mini'] && request.region in ['eu', 'us'] \
+         && budget.remaining_fraction > 0.2",
+    ),
+    ("matches", "request.model.matches('^gpt-4o(-mini)?$')"),
+];
+
+fn expressions(c: &mut Criterion) {
+    let request = Request(HashMap::from([
+        ("model", Value::str("gpt-4o")),
+        ("region", Value::str("eu")),
+    ]));
+    let mut context = cel::Context::default();
+    let cel_request: HashMap<CelKey, cel::Value> = HashMap::from([
+        (CelKey::from("model"), cel::Value::from("gpt-4o")),
+        (CelKey::from("region"), cel::Value::from("eu")),
+    ]);
+    context.add_variable_from_value("request", cel_request);
+    let cel_budget: HashMap<CelKey, cel::Value> =
+        HashMap::from([(CelKey::from("remaining_fraction"), cel::Value::Float(0.5))]);
+    context.add_variable_from_value("budget", cel_budget);
+    let mut g = c.benchmark_group("cel_expression");
+    for (name, source) in SHAPES {
+        let program = cel::Program::compile(source).expect("valid CEL");
+        assert_eq!(program.execute(&context), Ok(cel::Value::Bool(true)));
+        g.bench_function(format!("{name}/baseline_cel_interpreter"), |b| {
+            b.iter(|| black_box(program.execute(black_box(&context))))
+        });
+        let expr = compile(source).expect("valid policy");
+        let slots: Vec<u16> = (0..expr.keys().len() as u16).collect();
+        let run = || {
+            // A fresh attribute cache per evaluation, as `route` has per call.
+            let cache: [std::cell::OnceCell<_>; 4] = Default::default();
+            let scope = Scope {
+                attrs: &request,
+                cache: &cache,
+                slots: &slots,
+                budget: &Budget,
+            };
+            expr.matches(black_box(&scope))
+        };
+        assert_eq!(run(), Ok(true));
+        g.bench_function(format!("{name}/compiled"), |b| b.iter(|| black_box(run())));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, spend, apply, snapshots, expressions);
 criterion_main!(benches);

@@ -233,8 +233,9 @@ def test_unknown_event_types_are_ignored(gw: Gateway) -> None:
         "idempotency_key": "k",
     }
     assert gw.apply(event("usage.reported", usage)) is A.IGNORED
-    assert gw.apply(event("routing_policy.deleted", {"policy_id": "p"})) is A.IGNORED
     assert gw.budgets() == before
+    # Policy events go to the routing table (tests/test_routing.py): a delete is a tombstone.
+    assert gw.apply(event("routing_policy.deleted", {"policy_id": "p"})) is A.APPLIED
     # Types the table does not act on are still validated: a gateway never acks garbage.
     with pytest.raises(InvalidEvent, match="tenant_id"):
         gw.apply(event("usage.reported", {"anything": 1}))

@@ -55,7 +55,7 @@ def test_no_server_errors_and_documented_answers(api_schema: Any, billing: tuple
     headers = {"Authorization": f"Bearer {billing[1]}"}
     checks = [not_a_server_error, response_schema_conformance, content_type_conformance]
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert len(operations) == 14
+    assert len(operations) == 19
     for operation in operations:
 
         @given(case=operation.as_strategy())
@@ -81,4 +81,6 @@ def test_the_schema_covers_every_route(api_schema: Any) -> None:
         "/api/v1/invoices/{invoice_id}/void",
         "/api/v1/events",
         "/api/v1/budgets",
+        "/api/v1/routing-policies",
+        "/api/v1/routing-policies/{policy_id}",
     }

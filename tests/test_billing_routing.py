@@ -55,7 +55,9 @@ def test_create_read_replace_delete_and_the_outbox(service: Service) -> None:
             ("openai/gpt-4o-mini", 1, Decimal("0.00015")),
         ]
         assert c.get_routing_policy("smart") == made
-        fallback = c.create_routing_policy(**body(priority=-5, match_expression="true", targets=[CHEAP]))
+        sdk = [Target("openai/gpt-4o-mini", 1, 150)]  # the SDK's Target: cost in micro-units
+        fallback = c.create_routing_policy(**body(priority=-5, match_expression="true", targets=sdk))
+        assert fallback.targets[0].cost == Decimal("0.00015")
         assert fallback.id.startswith("rp_")
         assert [p.id for p in c.list_routing_policies()] == [fallback.id, "smart"], "ascending priority"
 

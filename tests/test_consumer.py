@@ -57,7 +57,7 @@ def test_every_event_type_is_applied(server: EmbeddedNats) -> None:
             payment_failed(ts=NOW + timedelta(hours=2)),
             event("routing_policy.upserted", {"id": "p", "priority": 1, "match_expression": "true",
                                               "strategy": "failover", "targets": [{"name": "a"}]}),
-            event("routing_policy.deleted", {"policy_id": "p"}),
+            event("routing_policy.deleted", {"policy_id": "p"}, ts=NOW + timedelta(hours=3)),
             event("usage.reported", {"tenant_id": "cus_1", "subscription_id": "sub_1", "amount": 5,
                                      "period_start": "2026-06-01T00:00:00Z", "idempotency_key": "k"}),
             event("coupon.created", {"id": "c"}),
@@ -66,7 +66,8 @@ def test_every_event_type_is_applied(server: EmbeddedNats) -> None:
             await publish_event(js, raw)
         await consumer.wait_until_current()
         assert consumer.cursor == len(evs)
-        assert consumer.outcomes == {A.APPLIED: 4, A.IGNORED: 4}
+        assert consumer.outcomes == {A.APPLIED: 6, A.IGNORED: 2}
+        assert gw.policies() == [], "upserted, then deleted"
         b = gw.budget("cus_1")
         assert b is not None
         assert (b.total, b.status, b.period_start) == (to_micros(250), "past_due", START + timedelta(days=30))

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from billing_gateway.natsd import EmbeddedNats
+from billing_gateway.snapshots import SnapshotStore
 
 from .billing_fixtures import Api, BillingServer, billing_servers, nats_url, pg_url
 from .conftest import NOW, START, created, event
@@ -146,6 +147,33 @@ def test_hostile_route_requests_are_400(
     assert daemon.post("/v1/route", {"attrs": {}})[0] == 200, "still serving"
     log = daemon.log.read_text()
     assert "Traceback" not in log and "level=ERROR" not in log, log
+
+
+def test_policies_survive_kill_9_and_route_with_the_broker_down(daemon: Daemon, server: EmbeddedNats) -> None:
+    """The snapshot holds the policies and their tombstones: killed with ``-9`` and restarted
+    while the broker is down, the daemon routes at once from what it had."""
+    publish(daemon, server.url, [
+        policy("gone", 1, "true", ["old"]),
+        policy("kept", 2, "true", ["a", "b"]),
+        event("routing_policy.deleted", {"policy_id": "gone"}, ts=NOW + timedelta(1)),
+    ])  # fmt: skip
+    until(lambda: daemon.post("/v1/route", {"attrs": {}})[1].get("policy_id") == "kept")
+
+    def snapshot_has_them() -> bool:
+        if not daemon.snapshot.exists():
+            return False
+        restored = SnapshotStore(daemon.snapshot).load_state().gateway
+        return [p.id for p in restored.policies()] == ["kept"]
+
+    until(snapshot_has_them)
+    daemon.kill9()
+    server.stop()
+    daemon.start()
+    assert daemon.post("/v1/route", {"attrs": {}})[1] == {
+        "policy_id": "kept",
+        "target": "a",
+        "fallbacks": ["b"],
+    }
 
 
 def test_a_value_no_policy_can_read_is_an_evaluation_error(daemon: Daemon, server: EmbeddedNats) -> None:

@@ -91,7 +91,7 @@ def test_garbage_and_truncated_snapshots_are_rejected() -> None:
         data[:-1],
         data[: len(data) // 2],
         data + b"\x00",
-        data[:8] + b"\x03\x00\x00\x00" + data[12:],  # a future format version
+        data[:8] + b"\x04\x00\x00\x00" + data[12:],  # a future format version
         "a string",
         None,
         12,
@@ -110,8 +110,8 @@ def test_garbage_and_truncated_snapshots_are_rejected() -> None:
 
 def test_version_error_says_so() -> None:
     data = Gateway().snapshot()
-    with pytest.raises(InvalidSnapshot, match="version 3"):
-        Gateway.restore(data[:8] + b"\x03\x00\x00\x00" + data[12:])
+    with pytest.raises(InvalidSnapshot, match="version 4"):
+        Gateway.restore(data[:8] + b"\x04\x00\x00\x00" + data[12:])
 
 
 def test_restore_uses_the_system_clock_again() -> None:

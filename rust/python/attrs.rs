@@ -3,7 +3,8 @@
 //! non-`str` map key, an `int` beyond 64 bits, nesting deeper than [`MAX_DEPTH`]) is an
 //! evaluation error for the policies that read it, never an exception.
 
-use crate::routing::{Attrs, Fail, Value};
+use crate::routing::{Attrs, Fail, Key, Value};
+use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString, PyTuple};
 use std::sync::Arc;
@@ -26,18 +27,36 @@ impl<'a, 'py> PyAttrs<'a, 'py> {
     }
 }
 
-impl Attrs for PyAttrs<'_, '_> {
-    fn get(&self, key: &str) -> Result<Option<Value>, Fail> {
-        let py = self.map.py();
+impl PyAttrs<'_, '_> {
+    fn lookup(&self, key: &Bound<'_, PyString>) -> Result<Option<Value>, Fail> {
         let found = match self.dict {
             Some(d) => d.get_item(key).map_err(|_| Fail)?,
             None => match self.map.get_item(key) {
                 Ok(v) => Some(v),
-                Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) => None,
+                Err(e) if e.is_instance_of::<PyKeyError>(key.py()) => None,
                 Err(_) => return Err(Fail),
             },
         };
         found.map(|v| convert(&v, 0)).transpose()
+    }
+}
+
+impl Attrs for PyAttrs<'_, '_> {
+    fn get(&self, key: &Key) -> Result<Option<Value>, Fail> {
+        let py = self.map.py();
+        // The key as an interned Python string, made once per compiled key: its hash is
+        // cached, and dict lookups start with an identity check.
+        let interned = key
+            .memo()
+            .get_or_init(|| PyString::intern(py, key.name()).unbind());
+        match interned {
+            Some(k) => self.lookup(k.bind(py)),
+            None => self.get_dyn(key.name()),
+        }
+    }
+
+    fn get_dyn(&self, key: &str) -> Result<Option<Value>, Fail> {
+        self.lookup(&PyString::new(self.map.py(), key))
     }
 }
 

@@ -15,7 +15,6 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMapping, PyMemoryView};
-use std::sync::Arc;
 
 /// `billing_gateway.events.encode_event`, looked up at first use (`events` imports `_core`).
 static ENCODE_EVENT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -291,7 +290,7 @@ impl Gateway {
         &self,
         tenant_id: &Bound<'_, PyAny>,
         attrs: &Bound<'_, PyAny>,
-    ) -> PyResult<Option<PyRoute>> {
+    ) -> PyResult<Option<Py<PyRoute>>> {
         let tenant = if tenant_id.is_none() {
             None
         } else {
@@ -304,9 +303,10 @@ impl Gateway {
             )));
         }
         let source = PyAttrs::new(attrs);
-        Ok(self.table.route(tenant, &source, |r| {
-            PyRoute::routed(&r, Arc::clone(r.policy))
-        }))
+        let py = attrs.py();
+        self.table
+            .route(tenant, &source, |r| PyRoute::answer(py, &r))
+            .transpose()
     }
 
     /// Skips `target` in every policy for `for_s` seconds (until `mark_up`).

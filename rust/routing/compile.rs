@@ -8,6 +8,7 @@
 //! and unary `-` on ints, uints and doubles (`+` also on strings and lists), `size`,
 //! `contains`, `startsWith`, `endsWith`, `matches` and the ternary `?:`.
 
+use super::memo::Memo;
 use super::node::{Arith, Cmp, Field, Node, StrTest, Ty};
 use super::value::{equal, Value};
 use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue, SourceInfo};
@@ -26,12 +27,43 @@ pub struct Problem {
 pub struct Expression {
     pub(super) root: Node,
     /// The request keys it names statically, by slot.
-    pub(super) keys: Box<[Arc<str>]>,
+    pub(super) keys: Box<[Key]>,
 }
 
 impl Expression {
-    pub fn keys(&self) -> &[Arc<str>] {
+    pub fn keys(&self) -> &[Key] {
         &self.keys
+    }
+}
+
+/// A request key an expression names, with room for one value an attribute source
+/// derives from it once (the Python bindings keep the key as a Python string there).
+pub struct Key {
+    name: Arc<str>,
+    memo: Memo,
+}
+
+impl Key {
+    fn new(name: &str) -> Self {
+        Key {
+            name: Arc::from(name),
+            memo: Memo::default(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What an attribute source derives from this key once.
+    pub fn memo(&self) -> &Memo {
+        &self.memo
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.name)
     }
 }
 
@@ -87,7 +119,7 @@ fn line_column_offset(source: &str, (line, column): (isize, isize)) -> Option<us
 
 struct Compiler<'a> {
     info: &'a SourceInfo,
-    keys: Vec<Arc<str>>,
+    keys: Vec<Key>,
 }
 
 type Compiled = Result<(Node, Ty), Problem>;
@@ -110,9 +142,9 @@ impl Compiler<'_> {
     }
 
     fn slot(&mut self, key: &str) -> u16 {
-        let at = self.keys.iter().position(|k| &**k == key);
+        let at = self.keys.iter().position(|k| k.name() == key);
         let at = at.unwrap_or_else(|| {
-            self.keys.push(Arc::from(key));
+            self.keys.push(Key::new(key));
             self.keys.len() - 1
         });
         // At most 4096 bytes of source hold far fewer than 65536 keys.
@@ -290,7 +322,7 @@ impl Compiler<'_> {
         };
         if let Some(c) = compare {
             let (a, _, b, _) = two(self)?;
-            return Ok((Node::Compare(c, Box::new(a), Box::new(b)), Ty::Bool));
+            return Ok((compare_node(c, a, b), Ty::Bool));
         }
         let arith = match name {
             op::ADD if arity(2) => Some(Arith::Add),
@@ -338,7 +370,13 @@ impl Compiler<'_> {
             }
             op::IN if arity(2) => {
                 let (a, _, b, _) = two(self)?;
-                Ok((Node::In(Box::new(a), Box::new(b)), Ty::Bool))
+                let n = match (a, b) {
+                    (Node::Request(slot), Node::Const(Value::List(items))) => {
+                        Node::RequestIn(slot, items)
+                    }
+                    (a, b) => Node::In(Box::new(a), Box::new(b)),
+                };
+                Ok((n, Ty::Bool))
             }
             op::INDEX if arity(2) => self.index(&args[0], &args[1]),
             "size" if arity(1) => {
@@ -417,6 +455,15 @@ impl Compiler<'_> {
         }
         let (p, _) = self.node(pattern)?;
         Ok((Node::MatchesDyn(Box::new(t), Box::new(p)), Ty::Bool))
+    }
+}
+
+/// A comparison; `request.k == <constant>` (either way round) gets its own node.
+fn compare_node(c: Cmp, a: Node, b: Node) -> Node {
+    match (c, a, b) {
+        (Cmp::Eq, Node::Request(slot), Node::Const(v))
+        | (Cmp::Eq, Node::Const(v), Node::Request(slot)) => Node::RequestEq(slot, v),
+        (c, a, b) => Node::Compare(c, Box::new(a), Box::new(b)),
     }
 }
 

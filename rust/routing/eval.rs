@@ -6,23 +6,34 @@
 //! `true || <error>` is `true`, whichever side the error is on; otherwise an error
 //! propagates to the top, where it means "no match".
 
-use super::compile::Expression;
+use super::compile::{Expression, Key};
 use super::node::{Arith, Cmp, Field, Node, StrTest};
 use super::value::{equal, order, Fail, Value};
 use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::cmp::Ordering;
-use std::sync::Arc;
 
 /// Where request attributes come from (the Python bindings read a mapping).
 pub trait Attrs {
     /// Attribute `key`: `Ok(None)` when absent, `Err` when its value is none CEL holds.
-    fn get(&self, key: &str) -> Result<Option<Value>, Fail>;
+    fn get(&self, key: &Key) -> Result<Option<Value>, Fail>;
+    /// Attribute `key` computed at run time (`request[e]`).
+    fn get_dyn(&self, key: &str) -> Result<Option<Value>, Fail>;
 }
 
-/// The `budget` variable of a tenant that has one.
+/// The `budget` variable: `None` for every field when there is none (no tenant, an
+/// unknown tenant). Read only when an expression names it.
 pub trait BudgetFields {
-    fn field(&self, field: Field) -> Value;
+    fn field(&self, field: Field) -> Option<Value>;
+}
+
+/// No budget at all.
+pub struct NoBudget;
+
+impl BudgetFields for NoBudget {
+    fn field(&self, _: Field) -> Option<Value> {
+        None
+    }
 }
 
 /// Request attributes read so far in one `route` call, by the policy set's key slots.
@@ -34,7 +45,7 @@ pub struct Scope<'a> {
     pub cache: &'a Cache,
     /// The cache slot of each of the expression's keys.
     pub slots: &'a [u16],
-    pub budget: Option<&'a dyn BudgetFields>,
+    pub budget: &'a dyn BudgetFields,
 }
 
 type Out<'a> = Result<Cow<'a, Value>, Fail>;
@@ -43,10 +54,51 @@ impl Expression {
     /// Whether the expression holds: `Ok(true)`/`Ok(false)`, `Err` when it has no
     /// boolean value.
     pub fn matches(&self, scope: &Scope<'_>) -> Result<bool, Fail> {
-        match eval(&self.root, self, scope)?.as_ref() {
-            Value::Bool(b) => Ok(*b),
-            _ => Err(Fail),
+        test(&self.root, self, scope)
+    }
+}
+
+/// A boolean node, without building a [`Value`]: the fast path of the operators match
+/// expressions are made of.
+fn test<'a>(node: &'a Node, expr: &'a Expression, scope: &Scope<'a>) -> Result<bool, Fail> {
+    match node {
+        Node::Const(Value::Bool(b)) => Ok(*b),
+        Node::And(a, b) => logic(test(a, expr, scope), || test(b, expr, scope), false),
+        Node::Or(a, b) => logic(test(a, expr, scope), || test(b, expr, scope), true),
+        Node::Not(a) => test(a, expr, scope).map(|b| !b),
+        Node::HasRequest(slot) => Ok(request(expr, scope, *slot)?.is_some()),
+        Node::RequestEq(slot, c) => match (request(expr, scope, *slot)?, c) {
+            (Some(Value::Str(v)), Value::Str(c)) => Ok(v == c),
+            (Some(v), c) => Ok(equal(v, c)),
+            (None, _) => Err(Fail),
+        },
+        Node::RequestIn(slot, items) => {
+            let v = request(expr, scope, *slot)?.ok_or(Fail)?;
+            Ok(items.iter().any(|item| equal(v, item)))
         }
+        Node::HasBudget => Ok(scope.budget.field(Field::Total).is_some()),
+        Node::Compare(op, a, b) => {
+            compare(*op, &*operand(a, expr, scope)?, &*operand(b, expr, scope)?)
+        }
+        Node::In(a, c) => contains(&*operand(c, expr, scope)?, &*operand(a, expr, scope)?),
+        Node::Cond(c, a, b) => {
+            if test(c, expr, scope)? {
+                test(a, expr, scope)
+            } else {
+                test(b, expr, scope)
+            }
+        }
+        _ => boolean(&*eval(node, expr, scope)?),
+    }
+}
+
+/// An operand: constants and request attributes are borrowed without a call.
+#[inline(always)]
+fn operand<'a>(node: &'a Node, expr: &'a Expression, scope: &Scope<'a>) -> Out<'a> {
+    match node {
+        Node::Const(v) => Ok(Cow::Borrowed(v)),
+        Node::Request(slot) => request(expr, scope, *slot)?.map(Cow::Borrowed).ok_or(Fail),
+        _ => eval(node, expr, scope),
     }
 }
 
@@ -94,10 +146,10 @@ fn eval<'a>(node: &'a Node, expr: &'a Expression, scope: &Scope<'a>) -> Out<'a> 
             let Value::Str(k) = key.as_ref() else {
                 return Err(Fail);
             };
-            scope.attrs.get(k)?.map(Cow::Owned).ok_or(Fail)
+            scope.attrs.get_dyn(k)?.map(Cow::Owned).ok_or(Fail)
         }
-        Node::Budget(f) => scope.budget.map(|b| Cow::Owned(b.field(*f))).ok_or(Fail),
-        Node::HasBudget => owned(Value::Bool(scope.budget.is_some())),
+        Node::Budget(f) => scope.budget.field(*f).map(Cow::Owned).ok_or(Fail),
+        Node::HasBudget => owned(Value::Bool(test(node, expr, scope)?)),
         Node::Select(m, name) => part(ev(m)?, |v| v.field(name)),
         Node::Has(m, name) => owned(Value::Bool(ev(m)?.field(name)?.is_some())),
         Node::Index(c, k) => {
@@ -119,10 +171,10 @@ fn eval<'a>(node: &'a Node, expr: &'a Expression, scope: &Scope<'a>) -> Out<'a> 
             }
             owned(Value::Map(out.into()))
         }
-        Node::Not(a) => owned(Value::Bool(!boolean(&*ev(a)?)?)),
+        Node::Not(_) | Node::And(..) | Node::Or(..) | Node::RequestEq(..) | Node::RequestIn(..) => {
+            owned(Value::Bool(test(node, expr, scope)?))
+        }
         Node::Neg(a) => owned(negate(&*ev(a)?)?),
-        Node::And(a, b) => owned(Value::Bool(logic(ev(a), || ev(b), false)?)),
-        Node::Or(a, b) => owned(Value::Bool(logic(ev(a), || ev(b), true)?)),
         Node::Cond(c, a, b) => {
             if boolean(&*ev(c)?)? {
                 ev(a)
@@ -162,16 +214,15 @@ fn eval<'a>(node: &'a Node, expr: &'a Expression, scope: &Scope<'a>) -> Out<'a> 
 
 /// `&&` (`absorbing` = false) and `||` (true): a side equal to `absorbing` decides,
 /// whatever the other side is, an error included.
-fn logic<'a>(
-    first: Out<'a>,
-    second: impl FnOnce() -> Out<'a>,
+fn logic(
+    a: Result<bool, Fail>,
+    second: impl FnOnce() -> Result<bool, Fail>,
     absorbing: bool,
 ) -> Result<bool, Fail> {
-    let a = first.and_then(|v| boolean(&v));
     if a == Ok(absorbing) {
         return Ok(absorbing);
     }
-    let b = second().and_then(|v| boolean(&v));
+    let b = second();
     match (a, b) {
         (_, Ok(v)) if v == absorbing => Ok(absorbing),
         (Ok(_), Ok(v)) => Ok(v),
@@ -260,7 +311,7 @@ fn arith(op: Arith, a: &Value, b: &Value) -> Result<Value, Fail> {
             Arith::Rem => return Err(Fail),
         })),
         (Value::Str(x), Value::Str(y)) if op == Arith::Add => {
-            Ok(Value::Str(Arc::from(format!("{x}{y}"))))
+            Ok(Value::Str(compact_str::format_compact!("{x}{y}")))
         }
         (Value::List(x), Value::List(y)) if op == Arith::Add => {
             Ok(Value::List(x.iter().chain(y.iter()).cloned().collect()))

@@ -8,10 +8,12 @@
 //!   ([`BudgetFields`]);
 //! - `policy`: definitions and the one validator ([`Policy::compile`]);
 //! - `select`: health and strategies;
+//! - `memo`: what callers derive once from compiled keys and policies;
 //! - `table`: the layers (local `set_policies`, replicated events) and `route`.
 
 mod compile;
 mod eval;
+mod memo;
 mod node;
 mod policy;
 mod select;
@@ -22,8 +24,9 @@ mod value;
 mod tests;
 
 pub use crate::error::PolicyError;
-pub use compile::{compile, Expression, Problem};
-pub use eval::{Attrs, BudgetFields, Cache, Scope};
+pub use compile::{compile, Expression, Key, Problem};
+pub use eval::{Attrs, BudgetFields, Cache, NoBudget, Scope};
+pub use memo::Memo;
 pub use node::Field;
 pub use policy::{Policy, PolicyDef, Strategy, TargetDef, MAX_TARGETS};
 pub use select::Picks;

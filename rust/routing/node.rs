@@ -115,6 +115,10 @@ pub(super) enum Node {
     RequestDyn(Box<Node>),
     /// `has(request.k)`.
     HasRequest(u16),
+    /// `request.k == c` for a constant `c` (the most common clause, without a call).
+    RequestEq(u16, Value),
+    /// `request.k in [c, ...]` for a constant list.
+    RequestIn(u16, std::sync::Arc<[Value]>),
     Budget(Field),
     /// `has(budget.f)`: whether the tenant has a budget.
     HasBudget,

@@ -3,6 +3,7 @@
 //! event validator and by snapshots alike).
 
 use super::compile::{compile, Expression};
+use super::memo::Memo;
 use crate::error::PolicyError;
 use crate::event::{id_problem, MAX_EXPRESSION_LEN, MAX_ID_LEN};
 use crate::money::MAX_MICROS;
@@ -56,6 +57,8 @@ pub struct Policy {
     /// Target indexes in the order the strategy prefers them (by cost for least_cost,
     /// stable; list order otherwise).
     pub(super) preference: Box<[u8]>,
+    /// What a caller derives once from the policy (the bindings: its usual `Route`).
+    pub memo: Memo,
 }
 
 impl Policy {
@@ -120,6 +123,7 @@ impl Policy {
             strategy,
             expression,
             preference: preference.into(),
+            memo: Memo::default(),
         })
     }
 

@@ -16,7 +16,7 @@
 //! [`Set`]; `route` loads the current one through `arc-swap` and never waits.
 
 use super::eval::{Attrs, BudgetFields, Cache, Scope};
-use super::policy::Policy;
+use super::policy::{Policy, Strategy};
 use super::select::{pick, Health, Picks};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -76,6 +76,13 @@ impl Routed<'_> {
         &self.policy.def.targets[usize::from(first)].name
     }
 
+    /// Whether every target is tried, in the order the policy prefers them (failover and
+    /// least_cost with all targets up): the answer is then always the same.
+    pub fn is_usual(&self) -> bool {
+        self.policy.strategy != Strategy::Weighted
+            && self.picks.as_slice() == &*self.policy.preference
+    }
+
     pub fn fallbacks(&self) -> impl ExactSizeIterator<Item = &str> {
         let targets = &self.policy.def.targets;
         self.picks
@@ -103,7 +110,7 @@ pub struct RoutingTable {
 }
 
 /// Keys cached on the stack per `route` call; a set naming more uses the heap.
-const INLINE_KEYS: usize = 16;
+const INLINE_KEYS: usize = 8;
 
 impl RoutingTable {
     /// Replaces the local layer. The policies were each compiled; the set is refused
@@ -168,7 +175,7 @@ impl RoutingTable {
     pub fn route<R>(
         &self,
         attrs: &dyn Attrs,
-        budget: Option<&dyn BudgetFields>,
+        budget: &dyn BudgetFields,
         answer: impl FnOnce(Routed<'_>) -> R,
     ) -> Option<R> {
         let set = self.set.load();
@@ -195,16 +202,17 @@ impl RoutingTable {
         &self,
         set: &Set,
         attrs: &dyn Attrs,
-        budget: Option<&dyn BudgetFields>,
+        budget: &dyn BudgetFields,
         cache: &Cache,
     ) -> Option<(usize, Picks)> {
+        let mut scope = Scope {
+            attrs,
+            cache,
+            slots: &[],
+            budget,
+        };
         for (i, entry) in set.entries.iter().enumerate() {
-            let scope = Scope {
-                attrs,
-                cache,
-                slots: &entry.slots,
-                budget,
-            };
+            scope.slots = &entry.slots;
             match entry.policy.expression.matches(&scope) {
                 Ok(true) => {
                     let picks = pick(&entry.policy, &entry.health);
@@ -231,7 +239,7 @@ impl RoutingTable {
             .collect();
         union.extend(layers.replicated.values().filter_map(|r| r.policy.clone()));
         union.sort_by(|a, b| a.rank().cmp(&b.rank()));
-        let mut keys: Vec<Arc<str>> = Vec::new();
+        let mut keys: Vec<Box<str>> = Vec::new();
         let entries = union
             .into_iter()
             .map(|policy| {
@@ -240,10 +248,13 @@ impl RoutingTable {
                     .keys()
                     .iter()
                     .map(|k| {
-                        let at = keys.iter().position(|seen| seen == k).unwrap_or_else(|| {
-                            keys.push(Arc::clone(k));
-                            keys.len() - 1
-                        });
+                        let at = keys
+                            .iter()
+                            .position(|seen| &**seen == k.name())
+                            .unwrap_or_else(|| {
+                                keys.push(k.name().into());
+                                keys.len() - 1
+                            });
                         u16::try_from(at).unwrap_or(u16::MAX)
                     })
                     .collect();

@@ -5,6 +5,7 @@
 //! by value across `int`, `uint` and `double`; values of different kinds are unequal
 //! (never an error); NaN equals nothing.
 
+use compact_str::CompactString;
 use std::cmp::Ordering;
 use std::sync::Arc;
 
@@ -15,7 +16,8 @@ pub enum Value {
     Int(i64),
     UInt(u64),
     Double(f64),
-    Str(Arc<str>),
+    /// Inline up to 24 bytes: request strings are converted without allocating.
+    Str(CompactString),
     List(Arc<[Value]>),
     /// Entries in insertion order; keys are `Int`, `UInt`, `Bool` or `Str`, distinct.
     Map(Arc<[(Value, Value)]>),
@@ -28,7 +30,7 @@ pub struct Fail;
 
 impl Value {
     pub fn str(s: &str) -> Value {
-        Value::Str(Arc::from(s))
+        Value::Str(CompactString::from(s))
     }
 
     /// The CEL type name, for messages.

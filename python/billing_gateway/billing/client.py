@@ -20,6 +20,8 @@ import httpx
 import msgspec
 
 from billing_gateway.errors import BillingGatewayError
+from billing_gateway.models import Target
+from billing_gateway.money import from_micros
 
 from .wire import (
     Customer,
@@ -124,13 +126,16 @@ def _post(path: str, result: Any, body: dict[str, Any], key: str | None, method:
     return _Call(method, path, result, json=clean, idempotency_key=key or uuid.uuid4().hex)
 
 
-Targets = Sequence[RoutingTargetIn | Mapping[str, Any]]
-"""A policy's targets: ``RoutingTargetIn`` structs or mappings of the same fields (``cost``
-a decimal amount per unit of work, like every amount of the API)."""
+Targets = Sequence[Target | RoutingTargetIn | Mapping[str, Any]]
+"""A policy's targets: the SDK's ``Target`` (``cost`` in micro-units, sent exactly as a
+decimal), or ``RoutingTargetIn`` structs or mappings of the API's fields (``cost`` a
+decimal amount per unit of work, like every amount of the API)."""
 
 
 def _policy_body(priority: int, match_expression: str, strategy: str, targets: Targets) -> dict[str, Any]:
-    def target(t: RoutingTargetIn | Mapping[str, Any]) -> dict[str, Any]:
+    def target(t: Target | RoutingTargetIn | Mapping[str, Any]) -> dict[str, Any]:
+        if isinstance(t, Target):
+            return {"name": t.name, "weight": t.weight, "cost": str(from_micros(t.cost))}
         fields = msgspec.structs.asdict(t) if isinstance(t, RoutingTargetIn) else dict(t)
         return {k: _money(v) if k == "cost" else v for k, v in fields.items()}
 

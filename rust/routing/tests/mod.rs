@@ -1,6 +1,8 @@
 //! Tests of compilation, evaluation, strategies and the table.
 
+mod conformance;
 mod differential;
+mod table;
 
 use super::*;
 use std::collections::HashMap;
@@ -10,7 +12,11 @@ use std::sync::Arc;
 pub(crate) struct Map(pub HashMap<String, Value>);
 
 impl Attrs for Map {
-    fn get(&self, key: &str) -> Result<Option<Value>, Fail> {
+    fn get(&self, key: &Key) -> Result<Option<Value>, Fail> {
+        self.get_dyn(key.name())
+    }
+
+    fn get_dyn(&self, key: &str) -> Result<Option<Value>, Fail> {
         Ok(self.0.get(key).cloned())
     }
 }
@@ -21,8 +27,8 @@ struct Budget {
 }
 
 impl BudgetFields for Budget {
-    fn field(&self, field: Field) -> Value {
-        match field {
+    fn field(&self, field: Field) -> Option<Value> {
+        Some(match field {
             Field::Total => Value::Int(self.total),
             Field::Remaining => Value::Int(self.remaining),
             Field::RemainingFraction => Value::Double(self.remaining as f64 / self.total as f64),
@@ -32,7 +38,7 @@ impl BudgetFields for Budget {
             Field::PlanName => Value::str("Pro"),
             Field::Status => Value::str("active"),
             Field::Currency => Value::str("USD"),
-        }
+        })
     }
 }
 
@@ -53,7 +59,7 @@ pub(crate) fn eval(source: &str, request: &Map, budget: Option<(i64, i64)>) -> O
         attrs: request,
         cache: &cache,
         slots: &slots,
-        budget: b.as_ref().map(|b| b as &dyn BudgetFields),
+        budget: b.as_ref().map_or(&NoBudget, |b| b as &dyn BudgetFields),
     };
     e.matches(&scope).ok()
 }

@@ -21,12 +21,10 @@ __all__ = ["serve"]
 
 
 def _with_config_policies(consumer: EventConsumer, config: ProxyConfig) -> None:
-    """The configured policies join (and by id replace) those the snapshot brought from
-    ``routing_policy.*`` events; later events change them as usual."""
-    if config.policies:
-        current = {p.id: p for p in consumer.gateway.policies()}
-        current.update((p.id, p) for p in config.policies)
-        consumer.gateway.set_policies(current.values())
+    """The configured policies are the gateway's local layer (replacing what the snapshot
+    kept of an earlier configuration); ``routing_policy.*`` events keep their own layer,
+    and an id billing has spoken about is billing's."""
+    consumer.gateway.set_policies(config.policies)
 
 
 def _lease_options(config: ProxyConfig) -> dict[str, Any]:

@@ -166,3 +166,19 @@ def test_unreported_usage_survives_a_restart(tmp_path: Path) -> None:
         assert d.terminate() == 0
     finally:
         server.stop()
+
+
+def test_a_snapshot_taken_earlier_never_overwrites_a_later_one(tmp_path: Path) -> None:
+    """The daemon takes snapshots on its event loop and writes them on a worker thread; a
+    write that lands late (an older snapshot) is dropped, so the file never goes back."""
+    gw = Gateway()
+    gw.apply(current(total="10"))
+    store = SnapshotStore(tmp_path / "gw.snap")
+    older = store.prepare(gw, 1)
+    assert gw.try_spend("cus_1", 3_000_000)
+    newer = store.prepare(gw, 2)
+    assert newer() > 0
+    assert older() == 0, "dropped: a later snapshot is on disk"
+    restored = store.load_state()
+    assert restored.gateway.cursor == 2
+    assert restored.gateway.budget("cus_1").spent == 3_000_000  # type: ignore[union-attr]

@@ -435,11 +435,17 @@ class EventConsumer:
             reported, last_summary = list(self._tally), time.monotonic()
 
     async def _snapshot_loop(self) -> None:
+        """Takes a due snapshot on the event loop (between messages, so that it and its
+        cursor agree) and writes it on a worker thread (fsyncs are milliseconds on some
+        disks, and requests wait for nothing of that)."""
         assert self.snapshot_every_s
         while True:
             await asyncio.sleep(self.snapshot_every_s)
             try:
-                self._snapshot()
+                taken = self._take_snapshot()
+                if taken is not None:
+                    cursor, write = taken
+                    self._written(cursor, await asyncio.to_thread(write))
             except Exception as exc:  # a full disk must not stop the loop: try again next time
                 log.error("could not write the snapshot: %s", exc)
 
@@ -448,15 +454,24 @@ class EventConsumer:
         self._snapshot(force=True)
 
     def _snapshot(self, force: bool = False) -> None:
-        """Writes a snapshot if the table changed since the last one (an event applied, a
-        spend, a hold, a commit, a drain), or always with ``force``. Runs on the event loop
-        between messages, so the snapshot and its cursor always agree."""
+        """Writes a snapshot now if one is due (see ``_take_snapshot``)."""
+        taken = self._take_snapshot(force)
+        if taken is not None:
+            cursor, write = taken
+            self._written(cursor, write())
+
+    def _take_snapshot(self, force: bool = False) -> tuple[int, Callable[[], int]] | None:
+        """A snapshot if the table changed since the last one (an event applied, a spend,
+        a hold, a commit, a drain), or always with ``force``: its cursor and what writes
+        it. Runs on the event loop between messages, so the snapshot and its cursor agree."""
         if self.snapshots is None:
-            return
+            return None
         if not force and self.cursor == self._snapshot_cursor and not self.gateway.dirty:
-            return
+            return None
         unsent = list(self.unsent_usage()) if self.unsent_usage is not None else []
-        size = self.snapshots.save(self.gateway, self.cursor, self.stream_created, unsent)
+        return self.cursor, self.snapshots.prepare(self.gateway, self.cursor, self.stream_created, unsent)
+
+    def _written(self, cursor: int, size: int) -> None:
         self.snapshots_written += 1
-        self._snapshot_cursor = self.cursor
-        log.debug("snapshot at cursor %d (%d bytes)", self.cursor, size)
+        self._snapshot_cursor = cursor
+        log.debug("snapshot at cursor %d (%d bytes)", cursor, size)

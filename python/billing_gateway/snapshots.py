@@ -11,10 +11,12 @@ too, so a crash between the two writes still pairs every snapshot with its own m
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
+import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -79,6 +81,9 @@ class SnapshotStore:
         self.meta_path = self.path.with_name(self.path.name + ".meta")
         self._last_meta: _Meta | None = None
         self._lock_file: BinaryIO | None = None
+        self._taken = itertools.count(1)
+        self._written = 0
+        self._writing = threading.Lock()
 
     def lock(self) -> None:
         """Claims the snapshot for this process until it exits; raises
@@ -103,12 +108,35 @@ class SnapshotStore:
         unsent_usage: Sequence[UsageRecord] = (),
     ) -> int:
         """Writes ``gateway.snapshot(cursor)`` and its meta; returns the snapshot's size."""
+        return self.prepare(gateway, cursor, stream_created, unsent_usage)()
+
+    def prepare(
+        self,
+        gateway: Gateway,
+        cursor: int,
+        stream_created: datetime | None = None,
+        unsent_usage: Sequence[UsageRecord] = (),
+    ) -> Callable[[], int]:
+        """Takes ``gateway.snapshot(cursor)`` now and returns what writes it, on any thread
+        (the disk's flushes then stay off the event loop). Writes happen one at a time, and
+        one taken before a snapshot already written is dropped (it returns 0): the file
+        never goes back in time."""
         data = gateway.snapshot(cursor)
         meta = _Meta(zlib.crc32(data), len(data), stream_created, list(unsent_usage))
-        entries = [meta] if self._last_meta is None else [meta, self._last_meta]
-        _write_atomically(self.meta_path, msgspec.json.encode(entries))
-        self._last_meta = meta
-        return self.write(data)
+        number = next(self._taken)
+
+        def write() -> int:
+            with self._writing:
+                if number <= self._written:
+                    return 0
+                entries = [meta] if self._last_meta is None else [meta, self._last_meta]
+                _write_atomically(self.meta_path, msgspec.json.encode(entries))
+                self._last_meta = meta
+                size = self.write(data)
+                self._written = number
+                return size
+
+        return write
 
     def write(self, data: bytes) -> int:
         _write_atomically(self.path, data)

@@ -23,6 +23,17 @@ from .proxy_support import Fake, Fakes, Proxy, cost, subscribe, target, wait_for
 
 HI = [{"role": "user", "content": "hi"}]
 PROMPT = estimate_prompt_tokens(HI)  # the proxy's estimate: the hold's prompt part
+
+
+async def status_of(c: openai.AsyncOpenAI) -> int:
+    """The status of one chat request of ten output tokens (200 when answered)."""
+    try:
+        await c.chat.completions.create(model="gpt-x", messages=HI, max_tokens=10)
+    except openai.APIStatusError as exc:
+        return exc.status_code
+    return 200
+
+
 KEYS = {"sk-a": "cus_a", "sk-poor": "cus_poor", "sk-off": "cus_off", "sk-ghost": "cus_ghost"}
 
 
@@ -191,16 +202,9 @@ def test_no_overspend_when_200_race_for_50(tmp_path: Path, server: EmbeddedNats,
     subscribe(server.url, "cus_a", str(from_micros(50 * hold)))
     proxy.wait_budget("cus_a")
 
-    async def one(c: openai.AsyncOpenAI) -> int:
-        try:
-            await c.chat.completions.create(model="gpt-x", messages=HI, max_tokens=10)
-        except openai.APIStatusError as exc:
-            return exc.status_code
-        return 200
-
     async def body() -> list[int]:
         async with openai.AsyncOpenAI(base_url=proxy.url, api_key="sk-a", max_retries=0, timeout=60) as c:
-            return await asyncio.gather(*(one(c) for _ in range(200)))
+            return await asyncio.gather(*(status_of(c) for _ in range(200)))
 
     statuses = asyncio.run(body())
     assert statuses.count(200) == 50 and statuses.count(402) == 150

@@ -16,7 +16,7 @@ from billing_gateway.proxy.config import ConfigError, LeasesConfig, parse_config
 
 from .leases_support import drop_prefix, unique_prefix
 from .proxy_support import Fakes, Proxy, cost, subscribe, target
-from .test_proxy import HI, KEYS
+from .test_proxy import KEYS, status_of
 
 
 def test_two_proxies_never_admit_more_than_the_shared_budget(
@@ -44,13 +44,6 @@ def test_two_proxies_never_admit_more_than_the_shared_budget(
         for p in proxies:
             p.wait_budget("cus_a")
 
-        async def one(c: openai.AsyncOpenAI) -> int:
-            try:
-                await c.chat.completions.create(model="gpt-x", messages=HI, max_tokens=10)
-            except openai.APIStatusError as exc:
-                return exc.status_code
-            return 200
-
         async def body() -> list[int]:
             clients = [
                 openai.AsyncOpenAI(base_url=p.url, api_key="sk-a", max_retries=0, timeout=60) for p in proxies
@@ -59,9 +52,9 @@ def test_two_proxies_never_admit_more_than_the_shared_budget(
                 # A new shared budget is granted after one lease TTL (strict mode's learning
                 # period): until then 429. One answer first, then the race.
                 deadline = time.monotonic() + 30
-                while (first := await one(clients[0])) == 429 and time.monotonic() < deadline:
+                while (first := await status_of(clients[0])) == 429 and time.monotonic() < deadline:
                     await asyncio.sleep(0.2)
-                return [first, *await asyncio.gather(*(one(clients[i % 2]) for i in range(120)))]
+                return [first, *await asyncio.gather(*(status_of(clients[i % 2]) for i in range(120)))]
             finally:
                 for c in clients:
                     await c.close()

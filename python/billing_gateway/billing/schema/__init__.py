@@ -23,52 +23,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from . import v1, v2, v3, v4
-from .tables import (
-    WRITE,
-    api_keys,
-    billing_events,
-    customers,
-    idempotency_keys,
-    invoice_lines,
-    invoices,
-    metadata,
-    payments,
-    plans,
-    prices,
-    products,
-    routing_policies,
-    schema_migrations,
-    stripe_events,
-    stripe_objects,
-    subscriptions,
-    tables,
-    usage_records,
-)
+from .tables import *  # noqa: F403  (the tables, re-exported: listed once, in .tables)
+from .tables import WRITE, schema_migrations
+from .tables import __all__ as _TABLES
 
-__all__ = [
-    "LATEST",
-    "UPGRADES",
-    "WRITE",
-    "api_keys",
-    "billing_events",
-    "customers",
-    "idempotency_keys",
-    "invoice_lines",
-    "invoices",
-    "metadata",
-    "migrate",
-    "payments",
-    "plans",
-    "prices",
-    "products",
-    "routing_policies",
-    "schema_migrations",
-    "stripe_events",
-    "stripe_objects",
-    "subscriptions",
-    "tables",
-    "usage_records",
-]
+__all__ = ["LATEST", "UPGRADES", "migrate", *_TABLES]
 
 UPGRADES: list[tuple[int, Callable[[Connection], None]]] = [
     (2, v2.upgrade),

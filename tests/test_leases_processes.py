@@ -125,9 +125,10 @@ def test_four_processes_spend_each_budget_exactly_once(fleet: object, mode: str)
 @pytest.mark.parametrize("mode", ["strict", "fast"])
 def test_kill_9_of_replicas_mid_run(fleet: object, mode: str) -> None:
     """Two of four replicas die mid-run. Strict: nothing overspent; their slices stay
-    counted (stranded, at most what each held) until their leases expire, then settle.
-    Fast: their unused slices come back after the TTL; the overspend stays within what
-    each had not reported (at most one slice per replica)."""
+    counted until their leases expire, then come back but for each one's window (what
+    it may have spent since its last report): that part stays stranded. Fast: their
+    unused slices come back after the TTL; the overspend stays within what each had not
+    reported (at most one slice per replica)."""
     f: Fleet = fleet(mode=mode)  # type: ignore[operator]
     wait_until(lambda: f.held("t-c") >= 24 * UNIT, 30, "a fifth of t-c spent")
     f.kill(0)
@@ -138,9 +139,11 @@ def test_kill_9_of_replicas_mid_run(fleet: object, mode: str) -> None:
         t: sum(max(lease.get(f"g:r{i}", 0) - lease.get(f"u:r{i}", 0), 0) for i in (0, 1))
         for t, lease in at_kill.items()
     }
-    stranded = {
-        t: sum(lease.get(f"g:r{i}", 0) - f.held_by(i, t) for i in (0, 1)) for t, lease in at_kill.items()
+    settles = {
+        t: [min(lease.get(f"g:r{i}", 0), lease.get(f"c:r{i}", 0)) for i in (0, 1)]
+        for t, lease in at_kill.items()
     }
+    stranded = {t: sum(settles[t][i] - f.held_by(i, t) for i in (0, 1)) for t in at_kill}
     wait_until(
         lambda: all("x:r0" not in f.lease(t) and "x:r1" not in f.lease(t) for t, _ in TENANTS), 30, "settled"
     )
@@ -152,10 +155,16 @@ def test_kill_9_of_replicas_mid_run(fleet: object, mode: str) -> None:
         margin = PROCESSES * THREADS * 50_000
         if mode == "strict":
             assert held <= budget, f"{tenant}: {held} granted of {budget}"
-            assert held >= budget - stranded[tenant] - margin, f"{tenant}: more than the dead slices stranded"
+            assert [lease["s:r0"], lease["s:r1"]] == settles[tenant], "settled at their caps"
+            assert held >= budget - stranded[tenant] - margin, (
+                f"{tenant}: more than the dead windows stranded"
+            )
         else:
             assert held <= budget + unreported[tenant], f"{tenant}: beyond the fast-mode bound"
             assert held >= budget - margin, f"{tenant}: the dead replicas' slices did not come back"
+    if mode == "strict":
+        granted = sum(lease.get(f"g:r{i}", 0) for lease in at_kill.values() for i in (0, 1))
+        assert sum(map(sum, settles.values())) < granted, "some of the dead slices came back"
 
 
 @pytest.mark.parametrize("persist", [False, True], ids=["without-data", "with-data"])

@@ -127,17 +127,24 @@ def test_amounts_beyond_doubles_are_capped_not_rounded() -> None:
     assert call.args()[4] == MAX_AMOUNT
 
 
-@pytest.mark.parametrize(("mode", "settled"), [("strict", 600), ("fast", 200)])
-def test_an_expired_lease_is_settled_by_its_mode(script: Script, mode: str, settled: int) -> None:
+@pytest.mark.parametrize(
+    ("mode", "cap", "settled"),
+    [("strict", MAX_AMOUNT, 600), ("strict", 350, 350), ("strict", 100, 200), ("fast", 350, 200)],
+    ids=["strict-no-window", "strict-window", "strict-cap-below-use", "fast"],
+)
+def test_an_expired_lease_is_settled_by_its_mode(script: Script, mode: str, cap: int, settled: int) -> None:
+    """Strict: at the most the replica may have used (its cap: its last report plus the
+    window its table allowed beyond it, never below the report, never above the slice),
+    so the rest of the slice comes back. Fast: at its last report."""
     script.learned()
     script.grant("dead", mode=mode, want=600)
-    script.grant("dead", mode=mode, held=600, used=200, want=0)  # its last report
+    script.grant("dead", mode=mode, held=600, used=200, want=0, cap=cap)  # its last report
     time.sleep(TTL_MS / 1000 + 0.1)
     alive = script.grant("b", want=10_000)
     assert alive.live == 1, "the dead lease is no longer live"
     assert script.field("consumed") == settled
     assert script.field("s:dead") == settled
-    assert alive.granted == 1_000 - settled, "its unused slice came back" if mode == "fast" else ""
+    assert alive.granted == 1_000 - settled, "the slice beyond what it may have used came back"
 
 
 def test_a_replica_back_after_its_lease_was_settled_replaces_the_tombstone(script: Script) -> None:

@@ -2,11 +2,14 @@
 
 Redis holds, per tenant and period, one hash (``{prefix}:{<tenant>}:<period_start>``):
 ``total`` and ``total_ts`` (last-writer-wins by event timestamp), ``consumed`` (what
-ended leases used) and, per replica ``r``, its lease: ``g:r`` granted (the most the
-replica may have used this period), ``u:r`` used (its last report), ``x:r`` expiry
-(Redis ``TIME``, ms), ``m:r`` mode, and the idempotency guard ``i:r`` (incarnation),
-``q:r`` (last sequence number) and ``a:r`` (the answer it got). ``s:r`` is a
-tombstone: what an expired lease of ``r`` was settled at, taken back if ``r`` returns.
+ended leases used) and, per replica ``r``, its lease: ``g:r`` granted (its slice),
+``u:r`` used (its last report), ``c:r`` its cap (the most it may have used before its
+next report lands: its last report plus the window its table allows beyond it),
+``x:r`` expiry (Redis ``TIME``, ms), ``m:r`` mode, and the idempotency guard ``i:r``
+(incarnation), ``q:r`` (last sequence number) and ``a:r`` (the answer it got). ``s:r``
+is a tombstone: what an expired lease of ``r`` was settled at, taken back if ``r``
+returns. An expired lease is settled at what it may have used: in strict mode its cap
+(at most its slice), so the rest of the slice comes back; in fast mode its last report.
 
 A second key per tenant (``{prefix}:{<tenant>}:fence``) is the fence: created with the
 first state, it holds the end of a learning period of one lease TTL. State created
@@ -36,6 +39,7 @@ local total, total_ts = ARGV[5], tonumber(ARGV[6])
 local held, used = tonumber(ARGV[7]), tonumber(ARGV[8])
 local need, want = tonumber(ARGV[9]), tonumber(ARGV[10])
 local ttl, keep = tonumber(ARGV[11]), tonumber(ARGV[12])
+local cap = math.max(tonumber(ARGV[13]), used)
 
 local function int(x) return string.format('%d', x) end
 
@@ -73,10 +77,11 @@ if not state['total_ts'] or total_ts > tonumber(state['total_ts']) then
 end
 local limit = tonumber(state['total'])
 
--- What a lease ending now counts: strict, all it was granted; fast, what it reported.
+-- What a lease ending now counts: strict, the most it may have used (its cap, at most
+-- its slice); fast, what it reported.
 local function settled(who)
   if state['m:' .. who] == 'fast' then return tonumber(state['u:' .. who]) end
-  return tonumber(state['g:' .. who])
+  return math.min(tonumber(state['g:' .. who]), tonumber(state['c:' .. who] or state['g:' .. who]))
 end
 
 local consumed = tonumber(state['consumed'] or '0')
@@ -88,7 +93,8 @@ for f, v in pairs(state) do
       if tonumber(v) <= now then
         local amount = settled(who)
         consumed = consumed + amount
-        redis.call('HDEL', H, 'g:' .. who, 'u:' .. who, 'x:' .. who, 'm:' .. who, 'q:' .. who, 'a:' .. who)
+        redis.call('HDEL', H, 'g:' .. who, 'u:' .. who, 'c:' .. who, 'x:' .. who, 'm:' .. who, 'q:' .. who,
+          'a:' .. who)
         redis.call('HSET', H, 's:' .. who, int(amount))
       else
         others = others + tonumber(state['g:' .. who])
@@ -122,7 +128,8 @@ end
 local left = 0
 if learning then left = learn_until - now end
 local answer = int(granted) .. ' ' .. int(math.max(available, 0)) .. ' ' .. int(left) .. ' ' .. int(live)
-redis.call('HSET', H, 'g:' .. rep, int(granted), 'u:' .. rep, int(used), 'x:' .. rep, int(now + ttl),
+redis.call('HSET', H, 'g:' .. rep, int(granted), 'u:' .. rep, int(used), 'c:' .. rep, int(cap),
+  'x:' .. rep, int(now + ttl),
   'm:' .. rep, mode, 'i:' .. rep, inc, 'q:' .. rep, int(seq), 'a:' .. rep, answer, 'consumed', int(consumed))
 redis.call('PEXPIRE', H, keep)
 return {1, granted, math.max(available, 0), left, live}
@@ -157,6 +164,10 @@ class Call(msgspec.Struct, frozen=True):
     want: int
     ttl_ms: int
     keep_ms: int
+    cap: int = MAX_AMOUNT
+    """The most the replica may have used before its next report lands (``used`` plus
+    what its table allows beyond it); what a strict lease that expires is settled at,
+    if less than its slice."""
 
     def args(self) -> list[str | int]:
         return [
@@ -172,6 +183,7 @@ class Call(msgspec.Struct, frozen=True):
             self.want,
             self.ttl_ms,
             self.keep_ms,
+            min(self.cap, MAX_AMOUNT),
         ]
 
 

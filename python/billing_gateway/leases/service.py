@@ -1,10 +1,13 @@
 """``BudgetLeases``: one budget across replicas, spent locally at in-process speed.
 
 Each replica's table bounds every tenant by an allowance (``min(total, allowance)``):
-the slices Redis granted it this period. A background task keeps the slices sized to
-demand (``policy``), renews them before they run dry or expire, gives idle ones back,
-and stops a tenant's spending when its lease passes its local deadline unrenewed (a
-monotonic clock, with a margin for clock drift). Every call is the one script
+the slices Redis granted it this period, and in strict mode no further than a window
+beyond its last report, so that Redis knows the most a crashed replica may have used
+and gives the rest of its slice back when its lease expires. A background task keeps
+the slices sized to demand (``policy``), reports before the window runs out, renews
+them before they run dry or expire, gives idle ones back, and stops a tenant's
+spending when its lease passes its local deadline unrenewed (a monotonic clock, with a
+margin for clock drift). Every call is the one script
 (``script``), idempotent, so a call whose answer was lost is simply sent again.
 """
 
@@ -57,6 +60,8 @@ class _Tenant:
     base: int
     """What the table had used in that period before leases were attached (not shared)."""
     demand: Demand
+    granted: int | None = None
+    """The slices Redis granted this period, base included (None: what the table allows)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     deadline: float = -math.inf
     renewed_at: float = -math.inf
@@ -73,11 +78,12 @@ class BudgetLeases:
     """Shares ``gateway``'s budgets with the other replicas through Redis at ``redis_url``.
 
     ``mode="strict"`` (the default): committed spend plus holds across replicas never
-    exceed a budget; a crashed replica's slice stays counted as spent (at most one slice
-    per crashed replica is stranded until the period ends). ``mode="fast"``: a crashed
-    replica's unused slice returns when its lease expires, which may overspend by what it
-    spent after its last report (at most one slice per replica); slices are sized for a
-    longer horizon and kept longer (fewer round trips)."""
+    exceed a budget; a crashed replica's slice comes back when its lease expires, but
+    for its window (what it may have spent since its last report, at most a quarter of a
+    slice, stranded until the period ends). ``mode="fast"``: a crashed replica's unused
+    slice returns when its lease expires, which may overspend by what it spent after its
+    last report (at most one slice per replica); slices are sized for a longer horizon
+    and kept longer (fewer round trips)."""
 
     def __init__(
         self,
@@ -194,12 +200,17 @@ class BudgetLeases:
     def held(self) -> tuple[int, int]:
         """How many tenants hold an unspent slice, and how many micro-units in all."""
         slices = micros = 0
-        for tenant_id in list(self._tenants):
+        for tenant_id, t in list(self._tenants.items()):
             state = self.gateway._lease_state(tenant_id)
-            if state is not None and state[5] > state[3] + state[4]:
+            if state is not None and self._granted(t, state) > state[3] + state[4]:
                 slices += 1
-                micros += state[5] - state[3] - state[4]
+                micros += self._granted(t, state) - state[3] - state[4]
         return slices, micros
+
+    @staticmethod
+    def _granted(t: _Tenant, state: tuple[int, int, int, int, int, int]) -> int:
+        """What the replica holds in Redis for the tenant, base included."""
+        return state[5] if t.granted is None else t.granted
 
     # ---- spending -------------------------------------------------------------------
 
@@ -263,17 +274,21 @@ class BudgetLeases:
         if t.lock.locked():
             return None
         used = state[3] + state[4] - t.base
-        headroom = state[5] - state[3] - state[4]
+        headroom = self._granted(t, state) - state[3] - state[4]
+        window = state[5] - state[3] - state[4]
         t.demand.sample(used, now, self.policy.half_life_s)
+        rate = t.demand.rate
         if now >= t.deadline and headroom > 0 and t.renewed_at > -math.inf:
             self.stats.expired += 1
             log.warning("lease on %r not renewed in time: spending stops until Redis answers", tenant_id)
-            self.gateway._shrink_allowance(tenant_id, t.period_start, state[3] + state[4])
+            self._shrink(tenant_id, t, state[3] + state[4])
             return self._sync(tenant_id, need=0, want=0)
         if t.starved and headroom > 0:
             return self._give_back(tenant_id)
-        if t.wanted or (not t.exhausted and self.policy.runs_low(headroom, t.demand.rate)):
-            return self._sync(tenant_id, need=t.wanted, want=self.policy.slice_for(t.demand.rate, t.wanted))
+        if t.wanted or (not t.exhausted and self.policy.runs_low(headroom, rate)):
+            return self._sync(tenant_id, need=t.wanted, want=self.policy.slice_for(rate, t.wanted))
+        if headroom > window and self.policy.window_low(window, rate):
+            return self._sync(tenant_id, need=0, want=0)  # a report: the window moves on
         if headroom > 0 and t.demand.idle(now, self.policy.idle_s):
             return self._give_back(tenant_id)
         if now - t.renewed_at >= self.renew_every_s:
@@ -315,14 +330,19 @@ class BudgetLeases:
             if state is None or state[2] != t.period_start:
                 return
             total, total_ts, period, spent, reserved, allowance = state
+            held = self._granted(t, state)
             if give_back:
-                kept = self.gateway._shrink_allowance(tenant_id, period, spent + reserved)
+                kept = self._shrink(tenant_id, t, spent + reserved)
                 if kept is None:
                     return
-                if allowance > kept:
+                if held > kept:
                     self.stats.returns += 1
-                    self.stats.returned += allowance - kept
-                allowance = kept
+                    self.stats.returned += held - kept
+                held = allowance = kept
+            # Strict: the table may run ``window`` beyond this report once Redis has it;
+            # the cap Redis keeps covers that and what the table allows already.
+            window = self.policy.window_for(t.demand.rate, need) if self.mode == "strict" else MAX_AMOUNT
+            used = max(spent + reserved - t.base, 0)
             self._seq += 1
             call = Call(
                 replica=self.replica_id,
@@ -331,12 +351,13 @@ class BudgetLeases:
                 mode=self.mode,
                 total=total,
                 total_ts=total_ts,
-                held=allowance - t.base,
-                used=max(spent + reserved - t.base, 0),
+                held=held - t.base,
+                used=used,
                 need=min(need, MAX_AMOUNT),
                 want=min(want, MAX_AMOUNT),
                 ttl_ms=math.ceil(self.lease_ttl_s * 1000),
                 keep_ms=KEEP_MS,
+                cap=used + max(window, allowance - spent - reserved),
             )
             sent = time.monotonic()
             answer = await self._call(tenant_id, period, call)
@@ -346,12 +367,25 @@ class BudgetLeases:
             t.renewed_at = sent
             t.deadline = sent + self.lease_ttl_s * (1 - DRIFT)
             granted = answer.granted + t.base
+            t.granted = granted
+            allows = min(granted, spent + reserved + window)
             exhausted = answer.available == 0 and answer.learning_ms == 0
             t.exhausted = exhausted
-            t.starved = need > 0 and granted - spent - reserved < need
-            if self.gateway._grant_allowance(tenant_id, period, granted, exhausted) and granted > allowance:
+            t.starved = need > 0 and allows - spent - reserved < need
+            moved_on = not self.gateway._grant_allowance(
+                tenant_id, period, allows, exhausted and allows == granted
+            )
+            if not moved_on and granted > held:
                 self.stats.grants += 1
-                self.stats.granted += granted - allowance
+                self.stats.granted += granted - held
+
+    def _shrink(self, tenant_id: str, t: _Tenant, to: int) -> int | None:
+        """Lowers the tenant's allowance, and what the replica holds, to ``to`` (or what
+        is used, if more); what it still holds, or None if the period moved on."""
+        kept = self.gateway._shrink_allowance(tenant_id, t.period_start, to)
+        if kept is not None:
+            t.granted = kept
+        return kept
 
     async def _call(self, tenant_id: str, period: int, call: Call) -> Answer | None:
         """Sends ``call``, once more if the connection failed (the script makes the retry

@@ -151,6 +151,21 @@ async def test_a_used_up_slice_says_lease_exhausted_and_spend_refills_it(
 
 
 @in_loop
+async def test_a_tenant_new_after_the_first_ttl_spends_at_once(
+    fleet_: list[BudgetLeases], redis_url: str, prefix: str
+) -> None:
+    """Only state created within a TTL of the shared state's epoch learns (it may be state
+    a Redis lost); a tenant that appears later is new and gets its slice in one call."""
+    gw = replica(10)
+    leases = await attach(fleet_, gw, redis_url, prefix)
+    await learned(leases)
+    gw.apply(created("cus_new", 5))
+    decision = await leases.spend("cus_new", UNIT)
+    assert decision.allowed, decision
+    assert leases.stats.refusals[Reason.LEASE_EXHAUSTED] == 0
+
+
+@in_loop
 async def test_replicas_share_one_budget_exactly(
     fleet_: list[BudgetLeases], redis_url: str, prefix: str
 ) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import redis
-from billing_gateway.leases.script import MAX_AMOUNT, SCRIPT, Answer, Call, budget_key, fence_key
+from billing_gateway.leases.script import MAX_AMOUNT, SCRIPT, Answer, Call, budget_key, epoch_key, fence_key
 
 TTL_MS = 400
 PERIOD = 1_700_000_000_000_000
@@ -22,11 +22,14 @@ class Script:
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
+        self.epoch = False
+        """Whether calls name the epoch key (a single Redis) or not (Redis Cluster)."""
         self.run = client.register_script(SCRIPT)
         self.seqs: dict[str, int] = {}
 
-    def keys(self, period: int = PERIOD) -> list[str]:
-        return [budget_key(self.prefix, "cus_1", period), fence_key(self.prefix, "cus_1")]
+    def keys(self, period: int = PERIOD, tenant: str = "cus_1") -> list[str]:
+        epoch = [epoch_key(self.prefix)] if self.epoch else []
+        return [budget_key(self.prefix, tenant, period), fence_key(self.prefix, tenant), *epoch]
 
     def call(self, replica: str, *, period: int = PERIOD, seq: int | None = None, **fields: Any) -> Call:
         if seq is None:
@@ -39,8 +42,8 @@ class Script:
         }  # fmt: skip
         return Call(**{**base, **fields})
 
-    def send(self, call: Call, period: int = PERIOD) -> Answer | None:
-        return Answer.parse(self.run(keys=self.keys(period), args=call.args()))
+    def send(self, call: Call, period: int = PERIOD, tenant: str = "cus_1") -> Answer | None:
+        return Answer.parse(self.run(keys=self.keys(period, tenant), args=call.args()))
 
     def grant(self, replica: str, **fields: Any) -> Answer:
         answer = self.send(self.call(replica, **fields))
@@ -81,6 +84,21 @@ def test_fresh_state_learns_for_one_ttl_then_grants(script: Script) -> None:
         time.sleep(0.05)
     answer = script.grant("a", want=300)
     assert (answer.granted, answer.available, answer.learning_ms) == (300, 700, 0)
+
+
+def test_with_an_epoch_only_state_created_within_a_ttl_of_it_learns(script: Script) -> None:
+    """A single Redis: the epoch tells a new tenant (granted at once) from one whose state
+    a Redis that lost its data forgot (it learns, as does every tenant, the epoch lost too)."""
+    script.epoch = True
+    first = script.send(script.call("a", want=300))
+    assert first is not None and first.learning_ms > 0, "the epoch is new: this may be lost state"
+    assert script.client.get(epoch_key(script.prefix)) is not None
+    script.client.set(epoch_key(script.prefix), 0)  # as if created long ago
+    new = script.send(script.call("a", want=300), tenant="cus_2")
+    assert new is not None and (new.granted, new.learning_ms) == (300, 0), "a new tenant: at once"
+    script.client.delete(*script.keys(tenant="cus_2"))  # the Redis lost everything
+    lost = script.send(script.call("a", held=300, used=100, want=300), tenant="cus_2")
+    assert lost is not None and lost.learning_ms > 0 and lost.granted == 300, "re-registers, learns"
 
 
 def test_grants_are_fair_shares_of_what_is_left_and_never_exceed_the_total(script: Script) -> None:

@@ -13,9 +13,17 @@ returns. An expired lease is settled at what it may have used: in strict mode it
 
 A second key per tenant (``{prefix}:{<tenant>}:fence``) is the fence: created with the
 first state, it holds the end of a learning period of one lease TTL. State created
-afresh (a new tenant, or a Redis that lost its data) grants nothing new while it
-learns: replicas only re-register what they hold, so a restart that lost state never
-hands the budget out twice. Both keys carry the ``{tenant}`` hash tag (Redis Cluster).
+afresh in a Redis that lost its data grants nothing new while it learns: replicas only
+re-register what they hold, so a restart that lost state never hands the budget out
+twice. Both keys carry the ``{tenant}`` hash tag (Redis Cluster).
+
+On a single Redis a third key, the epoch (``{prefix}:epoch``), tells a new tenant from a
+lost one: created with the first state of all, it holds when that was (Redis ``TIME``).
+A tenant's state created within a TTL of the epoch learns until one TTL after it;
+later, all live replicas have re-registered everything they hold, so a tenant without
+state is new and is granted at once. A Redis that lost its data lost the epoch too,
+and every tenant learns again. On Redis Cluster (no key may span slots) there is no
+epoch: every tenant's first state learns for one TTL.
 
 Amounts are integer micro-units; Lua numbers are doubles, exact below 2**53, so amounts
 are capped there by the caller (``MAX_AMOUNT``) and written back with ``%d``.
@@ -27,7 +35,7 @@ from typing import Final
 
 import msgspec
 
-__all__ = ["MAX_AMOUNT", "SCRIPT", "Answer", "Call", "budget_key", "fence_key"]
+__all__ = ["MAX_AMOUNT", "SCRIPT", "Answer", "Call", "budget_key", "epoch_key", "fence_key"]
 
 MAX_AMOUNT: Final = 2**53 - 1
 """The largest amount the script handles exactly (Lua numbers are doubles)."""
@@ -61,10 +69,19 @@ end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
--- The fence: state created afresh learns for one lease TTL.
+-- The fence: state created afresh learns until one lease TTL after the epoch (without
+-- one, after now).
 local learn_until = tonumber(redis.call('GET', F))
 if not learn_until then
-  learn_until = now + ttl
+  local born = now
+  if KEYS[3] then
+    born = tonumber(redis.call('GET', KEYS[3]))
+    if not born then
+      born = now
+      redis.call('SET', KEYS[3], int(born))
+    end
+  end
+  learn_until = born + ttl
   redis.call('SET', F, int(learn_until))
 end
 redis.call('PEXPIRE', F, keep)
@@ -147,6 +164,11 @@ def budget_key(prefix: str, tenant_id: str, period_start: int) -> str:
 
 def fence_key(prefix: str, tenant_id: str) -> str:
     return f"{prefix}:{_tag(tenant_id)}:fence"
+
+
+def epoch_key(prefix: str) -> str:
+    """When the shared state of all tenants was first created (single Redis only)."""
+    return f"{prefix}:epoch"
 
 
 class Call(msgspec.Struct, frozen=True):

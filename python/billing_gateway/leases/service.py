@@ -33,7 +33,7 @@ from billing_gateway.models import Reason
 
 from .names import MODES, checked_key_prefix, checked_lease_ttl, checked_replica_id
 from .policy import Demand, SlicePolicy
-from .script import MAX_AMOUNT, SCRIPT, Answer, Call, budget_key, fence_key
+from .script import MAX_AMOUNT, SCRIPT, Answer, Call, budget_key, epoch_key, fence_key
 from .stats import LeaseStats
 
 __all__ = ["BudgetLeases"]
@@ -119,6 +119,8 @@ class BudgetLeases:
         self._bases: dict[str, tuple[int, int]] = {}
         self._redis: aioredis.Redis | None = None
         self._script: Any = None
+        self._epoch: list[str] | None = None
+        """The epoch key, or none on Redis Cluster; None until the server was asked."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -387,6 +389,13 @@ class BudgetLeases:
             t.granted = kept
         return kept
 
+    async def _epoch_keys(self) -> list[str]:
+        """The epoch key on a single Redis; none on Redis Cluster (no key spans slots)."""
+        assert self._redis is not None
+        self.stats.round_trips += 1
+        cluster = await self._redis.info("cluster")
+        return [] if cluster.get("cluster_enabled") else [epoch_key(self.key_prefix)]
+
     async def _call(self, tenant_id: str, period: int, call: Call) -> Answer | None:
         """Sends ``call``, once more if the connection failed (the script makes the retry
         a no-op if the first one ran). None when Redis cannot be reached or the answer
@@ -395,7 +404,9 @@ class BudgetLeases:
         for attempt in (1, 2):
             self.stats.round_trips += 1
             try:
-                reply = await self._script(keys=keys, args=call.args())
+                if self._epoch is None:
+                    self._epoch = await self._epoch_keys()
+                reply = await self._script(keys=keys + self._epoch, args=call.args())
             except (RedisError, OSError) as exc:
                 self.stats.errors += 1
                 if attempt == 2:

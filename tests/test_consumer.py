@@ -243,6 +243,39 @@ def test_no_gap_for_a_fresh_stream(server: EmbeddedNats) -> None:
     run(body)
 
 
+def test_an_event_arriving_while_the_stream_is_measured_is_no_reset(server: EmbeddedNats) -> None:
+    """The stream's bounds are a request away: events delivered meanwhile put the cursor
+    past the answer's last sequence, and that is not a wiped stream."""
+
+    async def body() -> None:
+        nc, js = await connect(server)
+        gw = pin(Gateway())
+        consumer = await started(gw, server)
+        await publish_event(js, created())
+        await consumer.wait_until_current()
+        follower = consumer.follower
+        assert follower.js is not None
+        measure = follower.js.stream_info
+
+        async def slow_answer(stream: str, *args: Any, **kwargs: Any) -> Any:
+            info = await measure(stream, *args, **kwargs)
+            cursor = follower.cursor
+            await publish_event(js, updated(new_total_budget="200"))  # delivered meanwhile
+            while follower.cursor == cursor:
+                await asyncio.sleep(0.01)
+            return info
+
+        follower.js.stream_info = slow_answer  # type: ignore[method-assign]
+        await follower.refresh()
+        follower.js.stream_info = measure  # type: ignore[method-assign]
+        assert consumer.stream_resets == 0 and not consumer.gap_detected
+        assert gw.budget("cus_1").total == to_micros("200")  # type: ignore[union-attr]
+        await consumer.stop()
+        await nc.close()
+
+    run(body)
+
+
 def test_start_in_thread_for_synchronous_apps(server: EmbeddedNats) -> None:
     gw = pin(Gateway())
     consumer = EventConsumer(gw, server.url, heartbeat_s=0.2)

@@ -242,11 +242,14 @@ class StreamFollower:
     async def refresh(self) -> None:
         """Re-reads the stream's bounds and this consumer's backlog; reports gaps and resets."""
         assert self.js is not None
+        # Messages keep arriving while the answer is on its way: a stream wiped since is
+        # one whose last sequence is below where this gateway was when it asked.
+        asked_at = self.cursor
         info = await self.js.stream_info(self.stream)
         first, last, messages = info.state.first_seq, info.state.last_seq, info.state.messages
         known = self.stream_created
         recreated = info.created is not None and known is not None and info.created != known
-        if recreated or last < self.cursor:
+        if recreated or last < asked_at:
             self._reset(info.created, first, last, "recreated" if recreated else "wiped")
             return
         if self.stream_created is None:

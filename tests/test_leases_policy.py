@@ -1,5 +1,4 @@
-"""The slice policy: slices sized by demand, refills before they run dry, strict mode's
-window beyond the last report, idleness."""
+"""The slice policy: slices sized by demand, refills before they run dry, idleness."""
 
 from __future__ import annotations
 
@@ -19,15 +18,6 @@ def test_a_slice_runs_low_under_half_the_horizon() -> None:
     assert not POLICY.runs_low(headroom=60_000, rate=50_000.0)
     assert POLICY.runs_low(headroom=40_000, rate=50_000.0)
     assert not POLICY.runs_low(headroom=0, rate=0.0), "no demand, no refill"
-
-
-def test_a_strict_window_is_a_quarter_slice_and_is_reported_at_half() -> None:
-    assert POLICY.window_for(rate=50_000.0, need=0) == 25_000, "a quarter of the horizon's spend"
-    assert POLICY.window_for(rate=50_000.0, need=20_000) == 40_000, "room for two such requests"
-    assert POLICY.window_for(rate=0.0, need=0) == 1_000, "the smallest slice"
-    assert not POLICY.window_low(headroom=13_000, rate=50_000.0)
-    assert POLICY.window_low(headroom=12_000, rate=50_000.0)
-    assert not POLICY.window_low(headroom=0, rate=0.0), "no demand, no report"
 
 
 def test_the_rate_follows_demand_and_forgets_it() -> None:

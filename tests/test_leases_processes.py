@@ -162,9 +162,11 @@ def test_kill_9_of_replicas_mid_run(fleet: object, mode: str) -> None:
         else:
             assert held <= budget + unreported[tenant], f"{tenant}: beyond the fast-mode bound"
             assert held >= budget - margin, f"{tenant}: the dead replicas' slices did not come back"
-    if mode == "strict":
-        granted = sum(lease.get(f"g:r{i}", 0) for lease in at_kill.values() for i in (0, 1))
-        assert sum(map(sum, settles.values())) < granted, "some of the dead slices came back"
+    if mode == "strict":  # a window is a third of the unspent slice: most of the slices came back
+        unspent = sum(
+            lease.get(f"g:r{i}", 0) - f.held_by(i, t) for t, lease in at_kill.items() for i in (0, 1)
+        )
+        assert sum(stranded.values()) <= unspent / 2, f"{stranded} stranded of {unspent} unspent"
 
 
 @pytest.mark.parametrize("persist", [False, True], ids=["without-data", "with-data"])

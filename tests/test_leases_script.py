@@ -146,17 +146,23 @@ def test_amounts_beyond_doubles_are_capped_not_rounded() -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "cap", "settled"),
-    [("strict", MAX_AMOUNT, 600), ("strict", 350, 350), ("strict", 100, 200), ("fast", 350, 200)],
-    ids=["strict-no-window", "strict-window", "strict-cap-below-use", "fast"],
+    ("mode", "floor", "settled"),
+    [("strict", 0, 334), ("strict", 500, 500), ("strict", MAX_AMOUNT, 600), ("fast", 0, 200)],
+    ids=[
+        "strict-a-third-of-the-unspent-slice",
+        "strict-the-replicas-floor",
+        "strict-at-most-the-slice",
+        "fast",
+    ],
 )
-def test_an_expired_lease_is_settled_by_its_mode(script: Script, mode: str, cap: int, settled: int) -> None:
-    """Strict: at the most the replica may have used (its cap: its last report plus the
-    window its table allowed beyond it, never below the report, never above the slice),
-    so the rest of the slice comes back. Fast: at its last report."""
+def test_an_expired_lease_is_settled_by_its_mode(script: Script, mode: str, floor: int, settled: int) -> None:
+    """Strict: at the most the replica may have used, its cap: its last report plus a
+    third of its unspent slice (rounded up), or the floor it asked for if more, never above the slice; the
+    rest of the slice comes back. Fast: at its last report."""
     script.learned()
     script.grant("dead", mode=mode, want=600)
-    script.grant("dead", mode=mode, held=600, used=200, want=0, cap=cap)  # its last report
+    last = script.grant("dead", mode=mode, held=600, used=200, want=0, cap=floor)  # its last report
+    assert last.cap == max(floor, 334)
     time.sleep(TTL_MS / 1000 + 0.1)
     alive = script.grant("b", want=10_000)
     assert alive.live == 1, "the dead lease is no longer live"

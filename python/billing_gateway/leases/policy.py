@@ -12,13 +12,8 @@ what is left (``available / live leases``), so one busy replica cannot take it a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
 
-__all__ = ["WINDOWS", "Demand", "SlicePolicy"]
-
-WINDOWS: Final = 4
-"""A strict replica's window (what it may spend beyond its last report) is this
-fraction of a slice: a smaller one strands less on a crash, for more reports."""
+__all__ = ["Demand", "SlicePolicy"]
 
 
 @dataclass(frozen=True)
@@ -41,15 +36,6 @@ class SlicePolicy:
     def runs_low(self, headroom: int, rate: float) -> bool:
         """Whether the headroom left is under half of what the horizon would spend."""
         return rate > 0 and headroom < rate * self.horizon_s / 2
-
-    def window_for(self, rate: float, need: int) -> int:
-        """How far a strict replica may spend beyond its last report: a quarter of a
-        slice, with room for a request like this one. A crash strands at most that."""
-        return max(2 * need, self.min_slice, int(rate * self.horizon_s / WINDOWS))
-
-    def window_low(self, headroom: int, rate: float) -> bool:
-        """Whether the window left is under half of one: time to report."""
-        return rate > 0 and headroom < rate * self.horizon_s / (2 * WINDOWS)
 
 
 @dataclass

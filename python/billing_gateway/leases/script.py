@@ -4,12 +4,13 @@ Redis holds, per tenant and period, one hash (``{prefix}:{<tenant>}:<period_star
 ``total`` and ``total_ts`` (last-writer-wins by event timestamp), ``consumed`` (what
 ended leases used) and, per replica ``r``, its lease: ``g:r`` granted (its slice),
 ``u:r`` used (its last report), ``c:r`` its cap (the most it may have used before its
-next report lands: its last report plus the window its table allows beyond it),
+next report lands: its last report plus its window, a third of its unspent slice),
 ``x:r`` expiry (Redis ``TIME``, ms), ``m:r`` mode, and the idempotency guard ``i:r``
 (incarnation), ``q:r`` (last sequence number) and ``a:r`` (the answer it got). ``s:r``
 is a tombstone: what an expired lease of ``r`` was settled at, taken back if ``r``
 returns. An expired lease is settled at what it may have used: in strict mode its cap
-(at most its slice), so the rest of the slice comes back; in fast mode its last report.
+(at most its slice), so at least two thirds of its unspent slice come back; in fast mode its
+last report.
 
 A second key per tenant (``{prefix}:{<tenant>}:fence``) is the fence: created with the
 first state, it holds the end of a learning period of one lease TTL. State created
@@ -47,7 +48,7 @@ local total, total_ts = ARGV[5], tonumber(ARGV[6])
 local held, used = tonumber(ARGV[7]), tonumber(ARGV[8])
 local need, want = tonumber(ARGV[9]), tonumber(ARGV[10])
 local ttl, keep = tonumber(ARGV[11]), tonumber(ARGV[12])
-local cap = math.max(tonumber(ARGV[13]), used)
+local floor = math.max(tonumber(ARGV[13]), used)
 
 local function int(x) return string.format('%d', x) end
 
@@ -142,14 +143,19 @@ if short > 0 and available > 0 and not learning then
   available = available - extra
 end
 
+-- Its cap: the table may run a third of the unspent slice beyond this report (and at least
+-- as far as the replica asks: what it allows already, room for the request at hand).
+local cap = math.max(floor, used + math.ceil((granted - used) / 3))
+
 local left = 0
 if learning then left = learn_until - now end
 local answer = int(granted) .. ' ' .. int(math.max(available, 0)) .. ' ' .. int(left) .. ' ' .. int(live)
+  .. ' ' .. int(cap)
 redis.call('HSET', H, 'g:' .. rep, int(granted), 'u:' .. rep, int(used), 'c:' .. rep, int(cap),
   'x:' .. rep, int(now + ttl),
   'm:' .. rep, mode, 'i:' .. rep, inc, 'q:' .. rep, int(seq), 'a:' .. rep, answer, 'consumed', int(consumed))
 redis.call('PEXPIRE', H, keep)
-return {1, granted, math.max(available, 0), left, live}
+return {1, granted, math.max(available, 0), left, live, cap}
 """
 
 
@@ -187,9 +193,8 @@ class Call(msgspec.Struct, frozen=True):
     ttl_ms: int
     keep_ms: int
     cap: int = MAX_AMOUNT
-    """The most the replica may have used before its next report lands (``used`` plus
-    what its table allows beyond it); what a strict lease that expires is settled at,
-    if less than its slice."""
+    """The least cap the replica needs (``used`` plus what its table allows already, or
+    room for the request at hand); the script raises it to a third of the unspent slice."""
 
     def args(self) -> list[str | int]:
         return [
@@ -211,12 +216,14 @@ class Call(msgspec.Struct, frozen=True):
 
 class Answer(msgspec.Struct, frozen=True):
     """The script's answer: what the replica now holds, what is left for anyone,
-    how long the state still learns (ms; grants wait), and how many leases are live."""
+    how long the state still learns (ms; grants wait), how many leases are live, and
+    the replica's cap (the most its table may have used before its next report lands)."""
 
     granted: int
     available: int
     learning_ms: int
     live: int
+    cap: int
     replayed: bool = False
 
     @classmethod
@@ -225,5 +232,5 @@ class Answer(msgspec.Struct, frozen=True):
         status = int(reply[0])
         if status == 0:
             return None
-        granted, available, learning_ms, live = (int(v) for v in reply[1:5])
-        return cls(granted, available, learning_ms, live, replayed=status == 2)
+        granted, available, learning_ms, live, cap = (int(v) for v in reply[1:6])
+        return cls(granted, available, learning_ms, live, cap, replayed=status == 2)

@@ -2,8 +2,9 @@
 
 Each replica's table bounds every tenant by an allowance (``min(total, allowance)``):
 the slices Redis granted it this period, and in strict mode no further than a window
-beyond its last report, so that Redis knows the most a crashed replica may have used
-and gives the rest of its slice back when its lease expires. A background task keeps
+beyond its last report (a third of its unspent slice), so that Redis knows the most a
+crashed replica may have used and gives the rest of its slice back when its lease
+expires. A background task keeps
 the slices sized to demand (``policy``), reports before the window runs out, renews
 them before they run dry or expire, gives idle ones back, and stops a tenant's
 spending when its lease passes its local deadline unrenewed (a monotonic clock, with a
@@ -62,6 +63,8 @@ class _Tenant:
     demand: Demand
     granted: int | None = None
     """The slices Redis granted this period, base included (None: what the table allows)."""
+    window: int = 0
+    """Strict mode: how far beyond its last report the table was allowed to run."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     deadline: float = -math.inf
     renewed_at: float = -math.inf
@@ -79,8 +82,8 @@ class BudgetLeases:
 
     ``mode="strict"`` (the default): committed spend plus holds across replicas never
     exceed a budget; a crashed replica's slice comes back when its lease expires, but
-    for its window (what it may have spent since its last report, at most a quarter of a
-    slice, stranded until the period ends). ``mode="fast"``: a crashed replica's unused
+    for its window (what it may have spent since its last report, at most a third of its
+    unspent slice, stranded until the period ends). ``mode="fast"``: a crashed replica's unused
     slice returns when its lease expires, which may overspend by what it spent after its
     last report (at most one slice per replica); slices are sized for a longer horizon
     and kept longer (fewer round trips)."""
@@ -277,7 +280,7 @@ class BudgetLeases:
             return None
         used = state[3] + state[4] - t.base
         headroom = self._granted(t, state) - state[3] - state[4]
-        window = state[5] - state[3] - state[4]
+        room = state[5] - state[3] - state[4]
         t.demand.sample(used, now, self.policy.half_life_s)
         rate = t.demand.rate
         if now >= t.deadline and headroom > 0 and t.renewed_at > -math.inf:
@@ -289,7 +292,7 @@ class BudgetLeases:
             return self._give_back(tenant_id)
         if t.wanted or (not t.exhausted and self.policy.runs_low(headroom, rate)):
             return self._sync(tenant_id, need=t.wanted, want=self.policy.slice_for(rate, t.wanted))
-        if headroom > window and self.policy.window_low(window, rate):
+        if headroom > room and 2 * room < t.window:
             return self._sync(tenant_id, need=0, want=0)  # a report: the window moves on
         if headroom > 0 and t.demand.idle(now, self.policy.idle_s):
             return self._give_back(tenant_id)
@@ -341,9 +344,6 @@ class BudgetLeases:
                     self.stats.returns += 1
                     self.stats.returned += held - kept
                 held = allowance = kept
-            # Strict: the table may run ``window`` beyond this report once Redis has it;
-            # the cap Redis keeps covers that and what the table allows already.
-            window = self.policy.window_for(t.demand.rate, need) if self.mode == "strict" else MAX_AMOUNT
             used = max(spent + reserved - t.base, 0)
             self._seq += 1
             call = Call(
@@ -359,7 +359,7 @@ class BudgetLeases:
                 want=min(want, MAX_AMOUNT),
                 ttl_ms=math.ceil(self.lease_ttl_s * 1000),
                 keep_ms=KEEP_MS,
-                cap=used + max(window, allowance - spent - reserved),
+                cap=used + max(2 * need, allowance - spent - reserved),
             )
             sent = time.monotonic()
             answer = await self._call(tenant_id, period, call)
@@ -370,7 +370,9 @@ class BudgetLeases:
             t.deadline = sent + self.lease_ttl_s * (1 - DRIFT)
             granted = answer.granted + t.base
             t.granted = granted
-            allows = min(granted, spent + reserved + window)
+            # Strict: the table may run up to the cap Redis now holds, and no further.
+            allows = granted if self.mode == "fast" else min(granted, answer.cap + t.base)
+            t.window = allows - spent - reserved
             exhausted = answer.available == 0 and answer.learning_ms == 0
             t.exhausted = exhausted
             t.starved = need > 0 and allows - spent - reserved < need

@@ -140,6 +140,11 @@ def test_the_total_is_last_writer_wins_by_event_timestamp(script: Script) -> Non
     assert script.field("total") == 2_000 and script.field("total_ts") == 30
 
 
+def test_an_answer_replayed_from_before_caps_has_the_slice_as_its_cap() -> None:
+    answer = Answer.parse([2, 600, 400, 0, 1])
+    assert answer is not None and answer.cap == 600 and answer.replayed
+
+
 def test_amounts_beyond_doubles_are_capped_not_rounded() -> None:
     call = Call("r", "i", 1, "strict", 2**60, 1, 0, 0, 0, 0, 1, 1)
     assert call.args()[4] == MAX_AMOUNT

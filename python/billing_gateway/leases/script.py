@@ -232,5 +232,7 @@ class Answer(msgspec.Struct, frozen=True):
         status = int(reply[0])
         if status == 0:
             return None
-        granted, available, learning_ms, live, cap = (int(v) for v in reply[1:6])
+        granted, available, learning_ms, live = (int(v) for v in reply[1:5])
+        # An answer replayed from before caps were kept has none: the slice was the cap.
+        cap = int(reply[5]) if len(reply) > 5 else granted
         return cls(granted, available, learning_ms, live, cap, replayed=status == 2)

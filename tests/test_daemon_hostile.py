@@ -157,3 +157,18 @@ def test_an_empty_dead_letter_stream_lists_nothing(
     listed = cli(tmp_path, "--nats-url", server.url, "dlq", "list")
     assert listed.returncode == 0 and listed.stdout == "" and "0 dead letters" in listed.stderr, listed.stderr
     assert cli(tmp_path, "--nats-url", server.url, "dlq", "redrive", "--all").stdout.strip() == "redrove 0"
+
+
+def test_poison_waiting_in_the_stream_at_start_is_dead_lettered(tmp_path: Path, server: EmbeddedNats) -> None:
+    # Delivery starts before the dead-letter stream exists on a new broker: the first
+    # poison messages must still reach it, not only an ERROR line.
+    poison = [
+        b'{"event_id": "evt_p%d", "event_type": "subscription.created", "data": {}}' % i for i in range(5)
+    ]
+    publish_all(server.url, poison)
+    d = Daemon(tmp_path, server.url, "--no-usage-report").start()
+    wait_until(lambda: d.request("GET", "/readyz")[1].get("cursor") == len(poison))
+    listed = cli(tmp_path, "--nats-url", server.url, "dlq", "list")
+    assert listed.returncode == 0 and listed.stdout.count("invalid_event") == len(poison), listed.stdout
+    assert "could not dead-letter" not in d.log.read_text()
+    assert d.terminate() == 0

@@ -69,3 +69,28 @@ def test_publish_never_succeeds_into_a_broker_nobody_follows(tmp_path: Path) -> 
     assert done.returncode == 2
     assert "no broker is running" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "fresh" / "nats.pid").exists(), "no broker was started"
+
+
+def test_bad_values_are_one_line_and_exit_2_from_flags_and_variables(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BILLING_GATEWAY_")}
+    cases = [
+        (["--log-level", "bogus", "--data-dir", data, "broker", "status"], {}, "--log-level"),
+        (["--data-dir", data, "broker", "status", "--log-level", "nope"], {}, "--log-level"),
+        (["--data-dir", data, "consume", "--redis-url", "notaurl"], {}, "--redis-url"),
+        (["--data-dir", data, "consume", "--redis-url", "redis://h:99999"], {}, "--redis-url"),
+        (["--data-dir", data, "consume", "--billing-url", "notaurl"], {}, "--billing-url"),
+        (["--data-dir", data, "consume", "--billing-url", "http://h:x"], {}, "--billing-url"),
+        (["--data-dir", data, "broker", "status"], {"BILLING_GATEWAY_LOG_LEVEL": "loud"}, "--log-level"),
+        (["--data-dir", data, "consume"], {"BILLING_GATEWAY_UNKNOWN_TENANT": "maybe"}, "--unknown-tenant"),
+        (["--data-dir", data, "consume"], {"BILLING_GATEWAY_LEASE_MODE": "bogus"}, "--lease-mode"),
+    ]
+    for args, variables, flag in cases:
+        done = run(*args, env=clean | variables)
+        assert done.returncode == 2, (args, variables, done.stderr)
+        assert done.stderr.count("\n") == 1 and flag in done.stderr, (args, variables, done.stderr)
+        assert "Traceback" not in done.stderr
+    assert not (tmp_path / "data").exists(), "nothing was started"
+    unrelated = clean | {"BILLING_GATEWAY_UNKNOWN_TENANT": "x"}
+    allowed = run("--data-dir", data, "broker", "status", env=unrelated)
+    assert allowed.returncode == 1 and "no broker" in allowed.stdout, "consume's variables are its own"

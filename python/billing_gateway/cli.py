@@ -28,7 +28,18 @@ from typing import Any
 from . import broker
 from .billing import commands as billing_commands
 from .broker import resolve_nats
-from .cliargs import OneLineParser, anywhere, bounded_int, checked, host_port, option, positive_seconds
+from .cliargs import (
+    OneLineParser,
+    anywhere,
+    bounded_int,
+    checked,
+    host_port,
+    http_url,
+    log_level,
+    option,
+    positive_seconds,
+    redis_url,
+)
 from .connection import NatsUnreachable, connect
 from .deadletters import UnknownDeadLetter, list_dead_letters, redrive
 from .leases.names import MODES, checked_key_prefix, checked_replica_id, parse_lease_ttl
@@ -56,7 +67,13 @@ def _global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> 
         else:
             option(parser, *flags, env_name=env_name, default=default, help=help, **kwargs)
 
-    add("--log-level", env_name="LOG_LEVEL", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    add(
+        "--log-level",
+        env_name="LOG_LEVEL",
+        default="INFO",
+        type=log_level,
+        help="DEBUG, INFO, WARNING or ERROR",
+    )
     add(
         "--data-dir",
         env_name="DATA_DIR",
@@ -154,6 +171,7 @@ def _parser() -> argparse.ArgumentParser:
         consume,
         "--billing-url",
         env_name="BILLING_URL",
+        type=http_url,
         help="billing API base URL, to rebuild the table after a gap or a reset stream",
     )
     option(
@@ -274,6 +292,7 @@ def _lease_options(consume: argparse.ArgumentParser) -> None:
         consume,
         "--redis-url",
         env_name="REDIS_URL",
+        type=redis_url,
         help="share budgets with the other replicas through Redis budget leases (docs/leases.md)",
     )
     option(

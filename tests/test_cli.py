@@ -94,3 +94,18 @@ def test_bad_values_are_one_line_and_exit_2_from_flags_and_variables(tmp_path: P
     unrelated = clean | {"BILLING_GATEWAY_UNKNOWN_TENANT": "x"}
     allowed = run("--data-dir", data, "broker", "status", env=unrelated)
     assert allowed.returncode == 1 and "no broker" in allowed.stdout, "consume's variables are its own"
+
+
+def test_a_configured_policy_that_does_not_compile_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        'listen = "127.0.0.1:1"\n[events]\nnats_url = "nats://127.0.0.1:1"\n'
+        f'snapshot = "{tmp_path / "p.snap"}"\n[tenants]\n"sk-a" = "cus_a"\n'
+        '[[targets]]\nname = "primary"\nbase_url = "http://127.0.0.1:1/v1"\napi_key = "x"\n'
+        'input_price = "1"\noutput_price = "2"\n'
+        '[[policies]]\nid = "broken"\npriority = 1\nmatch = "((("\nstrategy = "failover"\n'
+        'targets = ["primary"]\n'
+    )
+    done = run("--data-dir", str(tmp_path / "data"), "--log-level", "ERROR", "proxy", "--config", str(config))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and '"broken"' in done.stderr and "Traceback" not in done.stderr

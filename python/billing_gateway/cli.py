@@ -42,6 +42,7 @@ from .cliargs import (
 )
 from .connection import NatsUnreachable, connect
 from .deadletters import UnknownDeadLetter, list_dead_letters, redrive
+from .errors import InvalidPolicy
 from .leases.names import MODES, checked_key_prefix, checked_replica_id, parse_lease_ttl
 from .proxy import ConfigError
 from .proxy import commands as proxy_commands
@@ -410,7 +411,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except (CommandError, ConfigError, NatsUnreachable, UnknownDeadLetter, SnapshotInUse) as exc:
+    except (
+        CommandError,
+        ConfigError,
+        InvalidPolicy,  # a [[policies]] entry of the proxy's configuration that does not compile
+        NatsUnreachable,
+        UnknownDeadLetter,
+        SnapshotInUse,
+    ) as exc:
         print(f"billing-gateway: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a port in use, a directory that cannot be created, ...

@@ -336,9 +336,12 @@ class EventConsumer:
 
     async def _dead_letter(self, msg: Msg, sseq: int, kind: str, reason: str) -> None:
         self.dead_lettered[kind] += 1
+        created = self.stream_created
         log.warning("dead-lettering stream sequence %d on %s: %s: %s", sseq, msg.subject, kind, reason)
         headers = {
-            "Nats-Msg-Id": f"{self.stream}:{sseq}",
+            # One copy whichever replica dead-letters it; a recreated stream (sequences from
+            # 1 again) is told apart by its creation time.
+            "Nats-Msg-Id": f"{self.stream}:{created.isoformat() if created else '-'}:{sseq}",
             "Billing-Gateway-Dlq-Kind": kind,
             "Billing-Gateway-Dlq-Reason": header_value(reason),
             "Billing-Gateway-Original-Subject": msg.subject,

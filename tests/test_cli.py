@@ -69,3 +69,43 @@ def test_publish_never_succeeds_into_a_broker_nobody_follows(tmp_path: Path) -> 
     assert done.returncode == 2
     assert "no broker is running" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "fresh" / "nats.pid").exists(), "no broker was started"
+
+
+def test_bad_values_are_one_line_and_exit_2_from_flags_and_variables(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BILLING_GATEWAY_")}
+    cases = [
+        (["--log-level", "bogus", "--data-dir", data, "broker", "status"], {}, "--log-level"),
+        (["--data-dir", data, "broker", "status", "--log-level", "nope"], {}, "--log-level"),
+        (["--data-dir", data, "consume", "--redis-url", "notaurl"], {}, "--redis-url"),
+        (["--data-dir", data, "consume", "--redis-url", "redis://h:99999"], {}, "--redis-url"),
+        (["--data-dir", data, "consume", "--billing-url", "notaurl"], {}, "--billing-url"),
+        (["--data-dir", data, "consume", "--billing-url", "http://h:x"], {}, "--billing-url"),
+        (["--data-dir", data, "broker", "status"], {"BILLING_GATEWAY_LOG_LEVEL": "loud"}, "--log-level"),
+        (["--data-dir", data, "consume"], {"BILLING_GATEWAY_UNKNOWN_TENANT": "maybe"}, "--unknown-tenant"),
+        (["--data-dir", data, "consume"], {"BILLING_GATEWAY_LEASE_MODE": "bogus"}, "--lease-mode"),
+    ]
+    for args, variables, flag in cases:
+        done = run(*args, env=clean | variables)
+        assert done.returncode == 2, (args, variables, done.stderr)
+        assert done.stderr.count("\n") == 1 and flag in done.stderr, (args, variables, done.stderr)
+        assert "Traceback" not in done.stderr
+    assert not (tmp_path / "data").exists(), "nothing was started"
+    unrelated = clean | {"BILLING_GATEWAY_UNKNOWN_TENANT": "x"}
+    allowed = run("--data-dir", data, "broker", "status", env=unrelated)
+    assert allowed.returncode == 1 and "no broker" in allowed.stdout, "consume's variables are its own"
+
+
+def test_a_configured_policy_that_does_not_compile_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        'listen = "127.0.0.1:1"\n[events]\nnats_url = "nats://127.0.0.1:1"\n'
+        f'snapshot = "{tmp_path / "p.snap"}"\n[tenants]\n"sk-a" = "cus_a"\n'
+        '[[targets]]\nname = "primary"\nbase_url = "http://127.0.0.1:1/v1"\napi_key = "x"\n'
+        'input_price = "1"\noutput_price = "2"\n'
+        '[[policies]]\nid = "broken"\npriority = 1\nmatch = "((("\nstrategy = "failover"\n'
+        'targets = ["primary"]\n'
+    )
+    done = run("--data-dir", str(tmp_path / "data"), "--log-level", "ERROR", "proxy", "--config", str(config))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and '"broken"' in done.stderr and "Traceback" not in done.stderr

@@ -3,10 +3,12 @@ one-line rejections, no 500, no traceback, and the process keeps serving."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from pathlib import Path
 
+import nats
 import pytest
 from billing_gateway.natsd import EmbeddedNats
 
@@ -157,3 +159,43 @@ def test_an_empty_dead_letter_stream_lists_nothing(
     listed = cli(tmp_path, "--nats-url", server.url, "dlq", "list")
     assert listed.returncode == 0 and listed.stdout == "" and "0 dead letters" in listed.stderr, listed.stderr
     assert cli(tmp_path, "--nats-url", server.url, "dlq", "redrive", "--all").stdout.strip() == "redrove 0"
+
+
+def test_poison_waiting_in_the_stream_at_start_is_dead_lettered(tmp_path: Path, server: EmbeddedNats) -> None:
+    # Delivery starts before the dead-letter stream exists on a new broker: the first
+    # poison messages must still reach it, not only an ERROR line.
+    poison = [
+        b'{"event_id": "evt_p%d", "event_type": "subscription.created", "data": {}}' % i for i in range(5)
+    ]
+    publish_all(server.url, poison)
+    d = Daemon(tmp_path, server.url, "--no-usage-report").start()
+    wait_until(lambda: d.request("GET", "/readyz")[1].get("cursor") == len(poison))
+    listed = cli(tmp_path, "--nats-url", server.url, "dlq", "list")
+    assert listed.returncode == 0 and listed.stdout.count("invalid_event") == len(poison), listed.stdout
+    assert "could not dead-letter" not in d.log.read_text()
+    assert d.terminate() == 0
+
+
+def test_poison_at_a_reused_sequence_of_a_recreated_stream_is_dead_lettered(
+    tmp_path: Path, server: EmbeddedNats
+) -> None:
+    # The dead-letter stream deduplicates by message id (replicas dead-letter the same
+    # message once); a recreated stream counts from 1 again, and its poison is not the old.
+    async def recreate() -> None:
+        nc = await nats.connect(server.url)
+        await nc.jetstream().delete_stream("BILLING_EVENTS")
+        await nc.drain()
+
+    poison = b'{"event_id": "evt_p%d", "event_type": "subscription.created", "data": {}}'
+    d = Daemon(tmp_path, server.url, "--no-usage-report").start()
+    d.wait_for("/readyz")
+    publish_all(server.url, [poison % 1])
+
+    def letters() -> int:
+        return cli(tmp_path, "--nats-url", server.url, "dlq", "list").stdout.count("invalid_event")
+
+    wait_until(lambda: letters() == 1)
+    asyncio.run(recreate())
+    assert publish_all(server.url, [poison % 2]) == [1]
+    wait_until(lambda: letters() == 2)
+    assert d.terminate() == 0

@@ -28,9 +28,21 @@ from typing import Any
 from . import broker
 from .billing import commands as billing_commands
 from .broker import resolve_nats
-from .cliargs import OneLineParser, anywhere, bounded_int, checked, host_port, option, positive_seconds
+from .cliargs import (
+    OneLineParser,
+    anywhere,
+    bounded_int,
+    checked,
+    host_port,
+    http_url,
+    log_level,
+    option,
+    positive_seconds,
+    redis_url,
+)
 from .connection import NatsUnreachable, connect
 from .deadletters import UnknownDeadLetter, list_dead_letters, redrive
+from .errors import InvalidPolicy
 from .leases.names import MODES, checked_key_prefix, checked_replica_id, parse_lease_ttl
 from .proxy import ConfigError
 from .proxy import commands as proxy_commands
@@ -56,7 +68,13 @@ def _global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> 
         else:
             option(parser, *flags, env_name=env_name, default=default, help=help, **kwargs)
 
-    add("--log-level", env_name="LOG_LEVEL", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    add(
+        "--log-level",
+        env_name="LOG_LEVEL",
+        default="INFO",
+        type=log_level,
+        help="DEBUG, INFO, WARNING or ERROR",
+    )
     add(
         "--data-dir",
         env_name="DATA_DIR",
@@ -154,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
         consume,
         "--billing-url",
         env_name="BILLING_URL",
+        type=http_url,
         help="billing API base URL, to rebuild the table after a gap or a reset stream",
     )
     option(
@@ -274,6 +293,7 @@ def _lease_options(consume: argparse.ArgumentParser) -> None:
         consume,
         "--redis-url",
         env_name="REDIS_URL",
+        type=redis_url,
         help="share budgets with the other replicas through Redis budget leases (docs/leases.md)",
     )
     option(
@@ -391,7 +411,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except (CommandError, ConfigError, NatsUnreachable, UnknownDeadLetter, SnapshotInUse) as exc:
+    except (
+        CommandError,
+        ConfigError,
+        InvalidPolicy,  # a [[policies]] entry of the proxy's configuration that does not compile
+        NatsUnreachable,
+        UnknownDeadLetter,
+        SnapshotInUse,
+    ) as exc:
         print(f"billing-gateway: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a port in use, a directory that cannot be created, ...

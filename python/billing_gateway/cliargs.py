@@ -7,10 +7,25 @@ import argparse
 import math
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 from .settings import PREFIX, env
 
-__all__ = ["OneLineParser", "anywhere", "bounded_int", "checked", "host_port", "option", "positive_seconds"]
+__all__ = [
+    "LOG_LEVELS",
+    "OneLineParser",
+    "anywhere",
+    "bounded_int",
+    "checked",
+    "host_port",
+    "http_url",
+    "log_level",
+    "option",
+    "positive_seconds",
+    "redis_url",
+]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 T = TypeVar("T")
@@ -55,6 +70,44 @@ def bounded_int(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def log_level(value: str) -> str:
+    """A logging level name, any case."""
+    if value.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return value.upper()
+
+
+def http_url(value: str) -> str:
+    """An ``http://`` or ``https://`` URL with a host (and a valid port, if any)."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not one
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected an http(s) URL, got {value!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"expected an http(s) URL such as http://127.0.0.1:8088, got {value!r}"
+        )
+    return value
+
+
+def redis_url(value: str) -> str:
+    """A URL the Redis client takes: ``redis://``, ``rediss://`` or ``unix://``."""
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise argparse.ArgumentTypeError(
+            f"expected a redis://, rediss:// or unix:// URL such as redis://127.0.0.1:6379, got {value!r}"
+        )
+    try:
+        from redis.asyncio.connection import parse_url
+    except ImportError:  # the [daemon] extra is missing: the command says so when it runs
+        return value
+    try:
+        parse_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad Redis URL {value!r}: {exc}") from None
+    return value
+
+
 def checked(check: Callable[[str], T]) -> Callable[[str], T]:
     """An argparse type from a check that raises ``ValueError``: its message is the error."""
 
@@ -83,7 +136,24 @@ def option(
     value = env(env_name, None if default is None else str(default)) if env_name else default
     if kwargs.get("action") == "store_true" and env_name:
         value = env(env_name, "") not in ("", "0", "false", "no", "off")
+    choices = kwargs.get("choices")
+    if choices is not None and "type" not in kwargs:
+        # argparse checks choices on arguments only: a default from the environment is
+        # checked by its type, which argparse applies to string defaults.
+        kwargs["type"] = _one_of(tuple(choices))
     parser.add_argument(*flags, default=value, help=f"{help} ({details})" if details else help, **kwargs)
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice: {value!r} (choose from {', '.join(map(repr, choices))})"
+            )
+        return value
+
+    parse.__name__ = "choice"
+    return parse
 
 
 def anywhere(*parents: argparse.ArgumentParser) -> dict[str, Any]:

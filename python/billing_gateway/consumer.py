@@ -40,6 +40,7 @@ from datetime import datetime
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import NoStreamResponseError
 
 from .errors import BillingGatewayError, InvalidEvent, ParkingFull
 from .follower import StreamFollower
@@ -335,9 +336,12 @@ class EventConsumer:
 
     async def _dead_letter(self, msg: Msg, sseq: int, kind: str, reason: str) -> None:
         self.dead_lettered[kind] += 1
+        created = self.stream_created
         log.warning("dead-lettering stream sequence %d on %s: %s: %s", sseq, msg.subject, kind, reason)
         headers = {
-            "Nats-Msg-Id": f"{self.stream}:{sseq}",
+            # One copy whichever replica dead-letters it; a recreated stream (sequences from
+            # 1 again) is told apart by its creation time.
+            "Nats-Msg-Id": f"{self.stream}:{created.isoformat() if created else '-'}:{sseq}",
             "Billing-Gateway-Dlq-Kind": kind,
             "Billing-Gateway-Dlq-Reason": header_value(reason),
             "Billing-Gateway-Original-Subject": msg.subject,
@@ -345,7 +349,16 @@ class EventConsumer:
             "Billing-Gateway-Stream-Sequence": str(sseq),
         }
         try:
-            await self.jetstream.publish(self.dlq_subject, msg.data, headers=headers, timeout=5.0)
+            try:
+                await self.jetstream.publish(self.dlq_subject, msg.data, headers=headers, timeout=5.0)
+            except NoStreamResponseError:
+                # Delivery starts before ``start`` creates the dead-letter stream (poison
+                # already waiting in the stream), or the stream was deleted since: create
+                # it and publish again.
+                if not self.dlq_subject.startswith("billing.dlq."):
+                    raise
+                await ensure_dlq_stream(self.jetstream)
+                await self.jetstream.publish(self.dlq_subject, msg.data, headers=headers, timeout=5.0)
         except Exception as exc:
             # The original stays in the stream at its sequence; nothing is lost, but say so.
             self.dlq_failures += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
@@ -237,8 +238,9 @@ async def test_budget_changes_and_a_new_period_change_the_shared_budget_once(
 
 @in_loop
 async def test_strict_spends_only_what_it_holds_while_redis_is_down_then_resumes(
-    fleet_: list[BudgetLeases], tmp_path: Path
+    fleet_: list[BudgetLeases], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="billing_gateway.leases")
     with redis_server(tmp_path / "redis", persist=False) as server:
         gw = replica(100)
         leases = await attach(fleet_, gw, server.url, "bg")
@@ -253,9 +255,12 @@ async def test_strict_spends_only_what_it_holds_while_redis_is_down_then_resumes
             spent += 1_000
         assert spent <= held, "only the slice it held"
         assert gw.spend("cus_1", 1).reason is Reason.LEASE_EXHAUSTED
+        down = [r.getMessage() for r in caplog.records if "Redis unreachable" in r.getMessage()]
+        assert len(down) == 1 and "lease_exhausted" in down[0], "said once, with what it means"
         server.start()
         await learned(leases)  # the restarted Redis lost everything: it learns first
         assert (await leases.spend("cus_1", UNIT)).allowed, "service resumes"
+        assert any("Redis reachable again" in r.getMessage() for r in caplog.records)
 
 
 def test_leases_in_a_thread_of_their_own(redis_url: str, prefix: str) -> None:

@@ -122,6 +122,8 @@ class BudgetLeases:
         self._bases: dict[str, tuple[int, int]] = {}
         self._redis: aioredis.Redis | None = None
         self._script: Any = None
+        self._down_since: float | None = None
+        """When lease calls started failing (None: Redis answers)."""
         self._epoch: list[str] | None = None
         """The epoch key, or none on Redis Cluster; None until the server was asked."""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -405,6 +407,7 @@ class BudgetLeases:
         keys = [budget_key(self.key_prefix, tenant_id, period), fence_key(self.key_prefix, tenant_id)]
         for attempt in (1, 2):
             self.stats.round_trips += 1
+            sent = time.monotonic()
             try:
                 if self._epoch is None:
                     self._epoch = await self._epoch_keys()
@@ -412,7 +415,22 @@ class BudgetLeases:
             except (RedisError, OSError) as exc:
                 self.stats.errors += 1
                 if attempt == 2:
-                    log.debug("lease call for %r failed: %s", tenant_id, exc)
+                    self._unreachable(exc)
             else:
+                if self._down_since is not None and sent > self._down_since:  # not one sent before
+                    log.info(
+                        "Redis reachable again after %.1f s: leases renew",
+                        time.monotonic() - self._down_since,
+                    )
+                    self._down_since = None
                 return Answer.parse(reply)
         return None
+
+    def _unreachable(self, exc: Exception) -> None:
+        """Says once (until Redis answers again) that lease calls fail, and what it means."""
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning(
+                "Redis unreachable (%s): spending only what the slices hold, then %s until it answers",
+                " ".join(str(exc).split()) or type(exc).__name__, Reason.LEASE_EXHAUSTED.value,
+            )  # fmt: skip

@@ -25,6 +25,8 @@ from .test_durability import current, wait_until
         ("GET", "/v1/check?tenant_id=x&amount=18446744073709551616", None, "amount"),
         ("GET", "/v1/check?tenant_id=x&amount=-1", None, "amount"),
         ("GET", "/v1/check?tenant_id=" + "x" * 300 + "&amount=1", None, "tenant_id"),
+        ("GET", "/v1/check?tenant_id=" + "%C3%A9" * 200 + "&amount=1", None, "tenant_id"),
+        ("POST", "/v1/spend", ('{"tenant_id": "' + "é" * 200 + '", "amount": 1}').encode(), "tenant_id"),
         ("POST", "/v1/spend", b'{"tenant_id": "x", "amount": ' + b"9" * 5000 + b"}", None),
         ("POST", "/v1/spend", b'{"tenant_id": "x", "amount": 9223372036854775808}', "amount"),
         ("POST", "/v1/spend", b"\xff", None),

@@ -77,6 +77,13 @@ _json = msgspec.json.Encoder()
 _error = json_error
 
 
+def _within_id_limit(request: SpendRequest) -> SpendRequest | web.Response:
+    """Ids are at most 256 bytes of UTF-8 (as in events), whatever the characters."""
+    if len(request.tenant_id.encode("utf-8", "surrogatepass")) > 256:
+        return _error(400, "tenant_id is longer than 256 bytes", "tenant_id")
+    return request
+
+
 def _response(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=_json.encode(body), status=status, content_type="application/json")
 
@@ -206,10 +213,9 @@ def create_app(
             amount = _query_amount(request.query.get("amount"))
             if amount is None:
                 return _error(400, f"amount must be an int of micro-units in 0..{MAX_AMOUNT}", "amount")
-            if len(tenant_id.encode("utf-8", "surrogatepass")) > 256:
-                return _error(400, "tenant_id is longer than 256 bytes", "tenant_id")
-            return SpendRequest(tenant_id, amount)
-        return await _decoded(request, _request_decoder)
+            return _within_id_limit(SpendRequest(tenant_id, amount))
+        decoded = await _decoded(request, _request_decoder)
+        return decoded if isinstance(decoded, web.Response) else _within_id_limit(decoded)
 
     def decide(check: bool) -> Any:
         async def handler(request: web.Request) -> web.Response:

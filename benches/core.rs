@@ -4,7 +4,7 @@
 //! prebuilt context. `try_spend_leased` is `try_spend` on a row bounded by a lease
 //! allowance too. Run with `make bench` (or `cargo bench --bench core`).
 
-use _core::routing::{compile, Attrs, BudgetFields, Fail, Field, Key, Scope, Value};
+use _core::routing::{compile, Attr, Attrs, BudgetFields, Fail, Field, Key, Scope, Value};
 use _core::{Config, Table};
 use cel::objects::Key as CelKey;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
@@ -110,17 +110,20 @@ fn snapshots(c: &mut Criterion) {
 /// Request attributes held in Rust, a few pairs (the Python bindings read a dict instead).
 struct Request(Vec<(&'static str, Value)>);
 
+impl Request {
+    fn find(&self, key: &str) -> Option<&Value> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+}
+
 impl Attrs for Request {
-    fn get(&self, key: &Key) -> Result<Option<Value>, Fail> {
-        self.get_dyn(key.name())
+    /// Strings lent, as the Python bindings lend a `str`.
+    fn get(&self, key: &Key) -> Result<Option<Attr<'_>>, Fail> {
+        Ok(self.find(key.name()).map(Attr::from))
     }
 
     fn get_dyn(&self, key: &str) -> Result<Option<Value>, Fail> {
-        Ok(self
-            .0
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.clone()))
+        Ok(self.find(key).cloned())
     }
 }
 

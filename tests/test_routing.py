@@ -240,6 +240,49 @@ def test_request_values_of_every_kind() -> None:
     assert gw.route(None, attrs | {"model": "gpt-4"}) is None
 
 
+def test_string_attributes_beyond_those_lent_and_str_subclasses_compare_as_strings() -> None:
+    keys = [f"k{i}" for i in range(12)]
+    gw = Gateway()
+    gw.set_policies(
+        [
+            policy("miss", " && ".join(f"request.{k} == '{k}'" for k in keys) + " && false", "a", priority=1),
+            policy("all", " && ".join(f"request.{k} == '{k}'" for k in reversed(keys)), "b", priority=2),
+        ]
+    )
+
+    class Name(str):
+        pass
+
+    attrs: dict[str, object] = {k: "".join(k) for k in keys} | {"k11": Name("k11")}
+    assert gw.route(None, attrs) == Route("all", "b", ())
+    assert gw.route(None, attrs | {"k0": "other"}) is None
+    assert gw.routing_counters()["evaluation_errors"] == 0
+
+
+def test_a_string_read_stays_valid_when_a_key_comparison_empties_the_mapping() -> None:
+    """A key whose ``__eq__`` clears the dict during a lookup frees nothing read before."""
+    gw = Gateway()
+    gw.set_policies(
+        [
+            policy("both", "request.region == 'eu' && request.model == 'x'", "a", priority=1),
+            policy("region", "request.region == 'eu'", "b", priority=2),
+        ]
+    )
+    attrs: dict[object, object] = {}
+
+    class Clearing:
+        def __hash__(self) -> int:
+            return hash("model")
+
+        def __eq__(self, other: object) -> bool:
+            attrs.clear()
+            return False
+
+    attrs.update({"region": "".join(["e", "u"]), Clearing(): 1})
+    assert gw.route(None, attrs) == Route("region", "b", ())
+    assert gw.routing_counters()["evaluation_errors"] == 1
+
+
 @pytest.mark.parametrize(
     ("bad", "problem", "position"),
     [

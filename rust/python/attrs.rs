@@ -1,20 +1,29 @@
 //! Request attributes read from the Python mapping given to `route`: only the keys a
-//! policy names, each converted once per call. A value CEL cannot hold (a `set`, a
+//! policy names, each read once per call; a `str` is lent (compared where it lies), any
+//! other value converted. A value CEL cannot hold (a `set`, a
 //! non-`str` map key, an `int` beyond 64 bits, nesting deeper than [`MAX_DEPTH`]) is an
 //! evaluation error for the policies that read it, never an exception.
 
-use crate::routing::{Attrs, Fail, Key, Value};
+use crate::routing::{Attr, Attrs, Fail, Key, Value};
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString, PyTuple};
+use std::cell::{Cell, OnceCell};
 use std::sync::Arc;
 
 /// The deepest nesting of lists and mappings converted.
 const MAX_DEPTH: usize = 32;
 
+/// How many `str` attributes one call lends without copying (the rest are copied).
+const LENT: usize = 8;
+
 pub(super) struct PyAttrs<'a, 'py> {
     map: &'a Bound<'py, PyAny>,
     dict: Option<&'a Bound<'py, PyDict>>,
+    /// The `str` values lent to the evaluator, held until the call ends: whatever Python
+    /// code runs meanwhile (a custom `__eq__` or `__getitem__`) cannot free them.
+    lent: [OnceCell<Bound<'py, PyString>>; LENT],
+    next: Cell<usize>,
 }
 
 impl<'a, 'py> PyAttrs<'a, 'py> {
@@ -23,12 +32,12 @@ impl<'a, 'py> PyAttrs<'a, 'py> {
         PyAttrs {
             map,
             dict: map.cast::<PyDict>().ok(),
+            lent: Default::default(),
+            next: Cell::new(0),
         }
     }
-}
 
-impl PyAttrs<'_, '_> {
-    fn lookup(&self, key: &Bound<'_, PyString>) -> Result<Option<Value>, Fail> {
+    fn lookup(&self, key: &Bound<'py, PyString>) -> Result<Option<Attr<'_>>, Fail> {
         let found = match self.dict {
             Some(d) => d.get_item(key).map_err(|_| Fail)?,
             None => match self.map.get_item(key) {
@@ -37,12 +46,34 @@ impl PyAttrs<'_, '_> {
                 Err(_) => return Err(Fail),
             },
         };
-        found.map(|v| convert(&v, 0)).transpose()
+        let Some(found) = found else {
+            return Ok(None);
+        };
+        match found.cast_into::<PyString>() {
+            Ok(s) => self.lend(s).map(Some),
+            Err(other) => convert(&other.into_inner(), 0).map(|v| Some(Attr::Value(v))),
+        }
+    }
+
+    /// `s` as a borrowed `&str` while a slot is free to hold it, else copied.
+    fn lend(&self, s: Bound<'py, PyString>) -> Result<Attr<'_>, Fail> {
+        let i = self.next.get();
+        let Some(slot) = self.lent.get(i) else {
+            return s
+                .to_str()
+                .map(|s| Attr::Value(Value::str(s)))
+                .map_err(|_| Fail);
+        };
+        self.next.set(i + 1);
+        slot.get_or_init(|| s)
+            .to_str()
+            .map(Attr::Str)
+            .map_err(|_| Fail)
     }
 }
 
 impl Attrs for PyAttrs<'_, '_> {
-    fn get(&self, key: &Key) -> Result<Option<Value>, Fail> {
+    fn get(&self, key: &Key) -> Result<Option<Attr<'_>>, Fail> {
         let py = self.map.py();
         // The key as an interned Python string, made once per compiled key: its hash is
         // cached, and dict lookups start with an identity check.
@@ -51,12 +82,13 @@ impl Attrs for PyAttrs<'_, '_> {
             .get_or_init(|| PyString::intern(py, key.name()).unbind());
         match interned {
             Some(k) => self.lookup(k.bind(py)),
-            None => self.get_dyn(key.name()),
+            None => self.lookup(&PyString::new(py, key.name())),
         }
     }
 
     fn get_dyn(&self, key: &str) -> Result<Option<Value>, Fail> {
-        self.lookup(&PyString::new(self.map.py(), key))
+        let found = self.lookup(&PyString::new(self.map.py(), key))?;
+        Ok(found.map(Attr::into_value))
     }
 }
 

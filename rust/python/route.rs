@@ -31,7 +31,7 @@ impl PyRoute {
     /// The `Route` for `routed`: a policy's usual answer (all targets up, in its order) is
     /// made once and shared, as it is immutable.
     pub(super) fn answer(py: Python<'_>, routed: &Routed<'_>) -> PyResult<Py<PyRoute>> {
-        let make = || PyRoute(Names::Routed(Arc::clone(routed.policy), routed.picks));
+        let make = || PyRoute(Names::Routed(Arc::clone(routed.policy), *routed.picks));
         if routed.is_usual() {
             let usual = routed.policy.memo.get_or_init(|| Py::new(py, make()).ok());
             if let Some(Some(route)) = usual {

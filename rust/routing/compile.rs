@@ -458,11 +458,14 @@ impl Compiler<'_> {
     }
 }
 
-/// A comparison; `request.k == <constant>` (either way round) gets its own node.
+/// A comparison; `request.k == <constant>` and `budget.f <op> <constant>` (either way
+/// round) get their own nodes.
 fn compare_node(c: Cmp, a: Node, b: Node) -> Node {
     match (c, a, b) {
         (Cmp::Eq, Node::Request(slot), Node::Const(v))
         | (Cmp::Eq, Node::Const(v), Node::Request(slot)) => Node::RequestEq(slot, v),
+        (c, Node::Budget(f), Node::Const(v)) => Node::BudgetCmp(c, f, v),
+        (c, Node::Const(v), Node::Budget(f)) => Node::BudgetCmp(c.flip(), f, v),
         (c, a, b) => Node::Compare(c, Box::new(a), Box::new(b)),
     }
 }

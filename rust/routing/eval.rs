@@ -16,7 +16,7 @@ use std::cmp::Ordering;
 /// Where request attributes come from (the Python bindings read a mapping).
 pub trait Attrs {
     /// Attribute `key`: `Ok(None)` when absent, `Err` when its value is none CEL holds.
-    fn get(&self, key: &Key) -> Result<Option<Value>, Fail>;
+    fn get(&self, key: &Key) -> Result<Option<Attr<'_>>, Fail>;
     /// Attribute `key` computed at run time (`request[e]`).
     fn get_dyn(&self, key: &str) -> Result<Option<Value>, Fail>;
 }
@@ -36,13 +36,58 @@ impl BudgetFields for NoBudget {
     }
 }
 
+/// A request attribute as its source gives it: a string the source lends for the call
+/// (compared where it lies, converted only if an operator needs a [`Value`]), or a value.
+#[derive(Debug)]
+pub enum Attr<'a> {
+    Str(&'a str),
+    Value(Value),
+}
+
+impl Attr<'_> {
+    /// As a [`Value`]: a lent string is copied.
+    pub fn value(&self) -> Cow<'_, Value> {
+        match self {
+            Attr::Str(s) => Cow::Owned(Value::str(s)),
+            Attr::Value(v) => Cow::Borrowed(v),
+        }
+    }
+
+    pub fn into_value(self) -> Value {
+        match self {
+            Attr::Str(s) => Value::str(s),
+            Attr::Value(v) => v,
+        }
+    }
+
+    /// CEL's `==` with `c`; a lent string is compared without a copy.
+    fn equals(&self, c: &Value) -> bool {
+        match (self, c) {
+            (Attr::Str(s), Value::Str(c)) => *s == c.as_str(),
+            // Values of different kinds are unequal.
+            (Attr::Str(_), _) => false,
+            (Attr::Value(v), c) => equal(v, c),
+        }
+    }
+}
+
+/// A value the source holds, its strings lent.
+impl<'a> From<&'a Value> for Attr<'a> {
+    fn from(v: &'a Value) -> Self {
+        match v {
+            Value::Str(s) => Attr::Str(s),
+            v => Attr::Value(v.clone()),
+        }
+    }
+}
+
 /// Request attributes read so far in one `route` call, by the policy set's key slots.
-pub type Cache = [OnceCell<Result<Option<Value>, Fail>>];
+pub type Cache<'a> = [OnceCell<Result<Option<Attr<'a>>, Fail>>];
 
 /// What one evaluation reads.
-pub struct Scope<'a> {
-    pub attrs: &'a dyn Attrs,
-    pub cache: &'a Cache,
+pub struct Scope<'a, 'v> {
+    pub attrs: &'v dyn Attrs,
+    pub cache: &'a Cache<'v>,
     /// The cache slot of each of the expression's keys.
     pub slots: &'a [u16],
     pub budget: &'a dyn BudgetFields,
@@ -53,30 +98,27 @@ type Out<'a> = Result<Cow<'a, Value>, Fail>;
 impl Expression {
     /// Whether the expression holds: `Ok(true)`/`Ok(false)`, `Err` when it has no
     /// boolean value.
-    pub fn matches(&self, scope: &Scope<'_>) -> Result<bool, Fail> {
+    pub fn matches(&self, scope: &Scope<'_, '_>) -> Result<bool, Fail> {
         test(&self.root, self, scope)
     }
 }
 
 /// A boolean node, without building a [`Value`]: the fast path of the operators match
 /// expressions are made of.
-fn test<'a>(node: &'a Node, expr: &'a Expression, scope: &Scope<'a>) -> Result<bool, Fail> {
+fn test<'a>(node: &'a Node, expr: &'a Expression, scope: &Scope<'a, '_>) -> Result<bool, Fail> {
     match node {
         Node::Const(Value::Bool(b)) => Ok(*b),
         Node::And(a, b) => logic(test(a, expr, scope), || test(b, expr, scope), false),
         Node::Or(a, b) => logic(test(a, expr, scope), || test(b, expr, scope), true),
         Node::Not(a) => test(a, expr, scope).map(|b| !b),
         Node::HasRequest(slot) => Ok(request(expr, scope, *slot)?.is_some()),
-        Node::RequestEq(slot, c) => match (request(expr, scope, *slot)?, c) {
-            (Some(Value::Str(v)), Value::Str(c)) => Ok(v == c),
-            (Some(v), c) => Ok(equal(v, c)),
-            (None, _) => Err(Fail),
-        },
+        Node::RequestEq(slot, c) => Ok(request(expr, scope, *slot)?.ok_or(Fail)?.equals(c)),
         Node::RequestIn(slot, items) => {
             let v = request(expr, scope, *slot)?.ok_or(Fail)?;
-            Ok(items.iter().any(|item| equal(v, item)))
+            Ok(items.iter().any(|item| v.equals(item)))
         }
         Node::HasBudget => Ok(scope.budget.field(Field::Total).is_some()),
+        Node::BudgetCmp(op, f, c) => compare(*op, &scope.budget.field(*f).ok_or(Fail)?, c),
         Node::Compare(op, a, b) => {
             compare(*op, &*operand(a, expr, scope)?, &*operand(b, expr, scope)?)
         }
@@ -94,10 +136,10 @@ fn test<'a>(node: &'a Node, expr: &'a Expression, scope: &Scope<'a>) -> Result<b
 
 /// An operand: constants and request attributes are borrowed without a call.
 #[inline(always)]
-fn operand<'a>(node: &'a Node, expr: &'a Expression, scope: &Scope<'a>) -> Out<'a> {
+fn operand<'a>(node: &'a Node, expr: &'a Expression, scope: &Scope<'a, '_>) -> Out<'a> {
     match node {
         Node::Const(v) => Ok(Cow::Borrowed(v)),
-        Node::Request(slot) => request(expr, scope, *slot)?.map(Cow::Borrowed).ok_or(Fail),
+        Node::Request(slot) => request(expr, scope, *slot)?.map(Attr::value).ok_or(Fail),
         _ => eval(node, expr, scope),
     }
 }
@@ -114,7 +156,11 @@ fn owned<'a>(v: Value) -> Out<'a> {
 }
 
 /// The request attribute in the expression's slot `slot`.
-fn request<'a>(expr: &Expression, scope: &Scope<'a>, slot: u16) -> Result<Option<&'a Value>, Fail> {
+fn request<'a>(
+    expr: &Expression,
+    scope: &Scope<'a, '_>,
+    slot: u16,
+) -> Result<Option<&'a Attr<'a>>, Fail> {
     let index = usize::from(scope.slots[usize::from(slot)]);
     let key = &expr.keys[usize::from(slot)];
     let cell = &scope.cache[index];
@@ -135,11 +181,11 @@ fn part<'a>(
     }
 }
 
-fn eval<'a>(node: &'a Node, expr: &'a Expression, scope: &Scope<'a>) -> Out<'a> {
+fn eval<'a>(node: &'a Node, expr: &'a Expression, scope: &Scope<'a, '_>) -> Out<'a> {
     let ev = |n: &'a Node| eval(n, expr, scope);
     match node {
         Node::Const(v) => Ok(Cow::Borrowed(v)),
-        Node::Request(slot) => request(expr, scope, *slot)?.map(Cow::Borrowed).ok_or(Fail),
+        Node::Request(slot) => request(expr, scope, *slot)?.map(Attr::value).ok_or(Fail),
         Node::HasRequest(slot) => owned(Value::Bool(request(expr, scope, *slot)?.is_some())),
         Node::RequestDyn(key) => {
             let key = ev(key)?;
@@ -171,9 +217,12 @@ fn eval<'a>(node: &'a Node, expr: &'a Expression, scope: &Scope<'a>) -> Out<'a> 
             }
             owned(Value::Map(out.into()))
         }
-        Node::Not(_) | Node::And(..) | Node::Or(..) | Node::RequestEq(..) | Node::RequestIn(..) => {
-            owned(Value::Bool(test(node, expr, scope)?))
-        }
+        Node::Not(_)
+        | Node::And(..)
+        | Node::Or(..)
+        | Node::RequestEq(..)
+        | Node::RequestIn(..)
+        | Node::BudgetCmp(..) => owned(Value::Bool(test(node, expr, scope)?)),
         Node::Neg(a) => owned(negate(&*ev(a)?)?),
         Node::Cond(c, a, b) => {
             if boolean(&*ev(c)?)? {

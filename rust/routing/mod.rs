@@ -25,7 +25,7 @@ mod tests;
 
 pub use crate::error::PolicyError;
 pub use compile::{compile, Expression, Key, Problem};
-pub use eval::{Attrs, BudgetFields, Cache, NoBudget, Scope};
+pub use eval::{Attr, Attrs, BudgetFields, Cache, NoBudget, Scope};
 pub use memo::Memo;
 pub use node::Field;
 pub use policy::{Policy, PolicyDef, Strategy, TargetDef, MAX_TARGETS};

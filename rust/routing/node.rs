@@ -86,6 +86,19 @@ pub(super) enum Cmp {
     Ge,
 }
 
+impl Cmp {
+    /// The comparison with its operands swapped (`a < b` is `b > a`).
+    pub(super) fn flip(self) -> Cmp {
+        match self {
+            Cmp::Lt => Cmp::Gt,
+            Cmp::Le => Cmp::Ge,
+            Cmp::Gt => Cmp::Lt,
+            Cmp::Ge => Cmp::Le,
+            c => c,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Arith {
     Add,
@@ -116,6 +129,8 @@ pub(super) enum Node {
     /// `request.k in [c, ...]` for a constant list.
     RequestIn(u16, std::sync::Arc<[Value]>),
     Budget(Field),
+    /// `budget.f <op> c` for a constant `c` (budget on the left once flipped).
+    BudgetCmp(Cmp, Field, Value),
     /// `has(budget.f)`: whether the tenant has a budget.
     HasBudget,
     /// `e.f` on a map.

@@ -58,6 +58,12 @@ pub struct Picks {
     items: [u8; MAX_TARGETS],
 }
 
+impl Default for Picks {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Picks {
     fn new() -> Self {
         Picks {
@@ -86,11 +92,12 @@ impl Picks {
     }
 }
 
-/// The healthy targets of `policy` (each with its [`Health`] in `health`) in the order
-/// its strategy tries them; empty when none is healthy.
-pub fn pick(policy: &Policy, health: &[std::sync::Arc<Health>]) -> Picks {
+/// Puts in `picks` the healthy targets of `policy` (each with its [`Health`] in
+/// `health`) in the order its strategy tries them; none when none is healthy. Filled in
+/// place: `Picks` is too big to move on the hot path.
+pub fn pick(policy: &Policy, health: &[std::sync::Arc<Health>], picks: &mut Picks) {
     let mut now = None;
-    let mut picks = Picks::new();
+    picks.len = 0;
     match policy.strategy {
         Strategy::Failover | Strategy::LeastCost => {
             for &i in policy.preference.iter() {
@@ -106,10 +113,9 @@ pub fn pick(policy: &Policy, health: &[std::sync::Arc<Health>]) -> Picks {
                     pool.push(i as u8);
                 }
             }
-            weighted_order(policy, &mut pool, &mut picks);
+            weighted_order(policy, &mut pool, picks);
         }
     }
-    picks
 }
 
 /// Moves `pool` into `out` in a random order where each next target is drawn with

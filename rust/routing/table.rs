@@ -67,7 +67,7 @@ struct Set {
 /// What `route` answered: the policy and the targets in the order to try them.
 pub struct Routed<'a> {
     pub policy: &'a Arc<Policy>,
-    pub picks: Picks,
+    pub picks: &'a Picks,
 }
 
 impl Routed<'_> {
@@ -179,17 +179,18 @@ impl RoutingTable {
         answer: impl FnOnce(Routed<'_>) -> R,
     ) -> Option<R> {
         let set = self.set.load();
+        let mut picks = Picks::default();
         let found = if set.keys <= INLINE_KEYS {
             let cache: [OnceCell<_>; INLINE_KEYS] = Default::default();
-            self.first_match(&set, attrs, budget, &cache)
+            self.first_match(&set, attrs, budget, &cache, &mut picks)
         } else {
             let cache: Vec<OnceCell<_>> = (0..set.keys).map(|_| OnceCell::new()).collect();
-            self.first_match(&set, attrs, budget, &cache)
+            self.first_match(&set, attrs, budget, &cache, &mut picks)
         };
         match found {
-            Some((i, picks)) => Some(answer(Routed {
+            Some(i) => Some(answer(Routed {
                 policy: &set.entries[i].policy,
-                picks,
+                picks: &picks,
             })),
             None => {
                 self.no_match.fetch_add(1, Ordering::Relaxed);
@@ -198,13 +199,14 @@ impl RoutingTable {
         }
     }
 
-    fn first_match(
+    fn first_match<'v>(
         &self,
         set: &Set,
-        attrs: &dyn Attrs,
+        attrs: &'v dyn Attrs,
         budget: &dyn BudgetFields,
-        cache: &Cache,
-    ) -> Option<(usize, Picks)> {
+        cache: &Cache<'v>,
+        picks: &mut Picks,
+    ) -> Option<usize> {
         let mut scope = Scope {
             attrs,
             cache,
@@ -215,9 +217,9 @@ impl RoutingTable {
             scope.slots = &entry.slots;
             match entry.policy.expression.matches(&scope) {
                 Ok(true) => {
-                    let picks = pick(&entry.policy, &entry.health);
+                    pick(&entry.policy, &entry.health, picks);
                     if picks.first().is_some() {
-                        return Some((i, picks));
+                        return Some(i);
                     }
                 }
                 Ok(false) => {}

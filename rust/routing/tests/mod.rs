@@ -12,8 +12,9 @@ use std::sync::Arc;
 pub(crate) struct Map(pub HashMap<String, Value>);
 
 impl Attrs for Map {
-    fn get(&self, key: &Key) -> Result<Option<Value>, Fail> {
-        self.get_dyn(key.name())
+    /// Strings lent, as the Python bindings lend a `str`.
+    fn get(&self, key: &Key) -> Result<Option<Attr<'_>>, Fail> {
+        Ok(self.0.get(key.name()).map(Attr::from))
     }
 
     fn get_dyn(&self, key: &str) -> Result<Option<Value>, Fail> {
@@ -172,6 +173,47 @@ fn budget_fields_are_read_when_a_tenant_has_one() {
     assert_eq!(eval("has(budget.total)", &req, None), Some(false));
     assert_eq!(eval("budget['plan_id'] == 'plan_pro'", &req, b), Some(true));
     assert_eq!(eval("budget.spent == 85", &req, b), Some(true));
+}
+
+#[test]
+fn budget_comparisons_hold_either_way_round() {
+    let req = attrs(&[]);
+    let b = Some((100, 15));
+    for (src, want) in [
+        ("budget.remaining_fraction > 0.1", Some(true)),
+        ("0.1 < budget.remaining_fraction", Some(true)),
+        ("0.1 >= budget.remaining_fraction", Some(false)),
+        ("100 <= budget.total", Some(true)),
+        ("100 > budget.total", Some(false)),
+        ("85 == budget.spent && 84 != budget.spent", Some(true)),
+        ("budget.remaining >= 15u", Some(true)),
+        (
+            "budget.status == 'active' && 'USD' == budget.currency",
+            Some(true),
+        ),
+        ("budget.total > 'a'", None),
+        ("'a' < budget.total", None),
+        ("budget.remaining_fraction > 0.0 / 0.0", Some(false)),
+    ] {
+        assert_eq!(eval(src, &req, b), want, "{src}");
+    }
+    assert_eq!(eval("0.1 < budget.remaining_fraction", &req, None), None);
+}
+
+#[test]
+fn a_lent_string_compares_as_a_string_value() {
+    let req = attrs(&[("model", Value::str("gpt-4o"))]);
+    for (src, want) in [
+        ("request.model == 'gpt-4o'", Some(true)),
+        ("'gpt-4o' == request.model", Some(true)),
+        ("request.model == 1 || request.model == null", Some(false)),
+        ("request.model in [1, true, 'gpt-4o']", Some(true)),
+        ("request.model in [1, 'o1']", Some(false)),
+        ("request.model + '' == 'gpt-4o'", Some(true)),
+        ("request.model < 'h'", Some(true)),
+    ] {
+        assert_eq!(eval(src, &req, None), want, "{src}");
+    }
 }
 
 #[test]

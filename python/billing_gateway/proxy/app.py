@@ -32,7 +32,7 @@ from .metrics import ProxyStats
 from .pricing import cost, estimate_embedding_tokens, estimate_prompt_tokens
 from .requests import BadRequest, ChatRequest, chat_request, parse_body, tenant_of
 from .streaming import relay_stream
-from .upstream import UpstreamFailed, Upstreams
+from .upstream import UpstreamFailed, UpstreamResponse, Upstreams
 
 if TYPE_CHECKING:
     from billing_gateway.leases import BudgetLeases
@@ -202,7 +202,7 @@ class Proxy:
         return await self.leases.reserve(tenant, amount, ttl_s=self.config.hold_ttl_s)
 
     async def _whole(
-        self, upstream: aiohttp.ClientResponse, hold: Hold, headers: dict[str, str]
+        self, upstream: UpstreamResponse, hold: Hold, headers: dict[str, str]
     ) -> web.Response:
         """A response read whole: committed from its usage when it succeeded."""
         try:
@@ -231,7 +231,7 @@ class Proxy:
         self,
         request: web.Request,
         chat: ChatRequest,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         hold: Hold,
         headers: dict[str, str],
     ) -> web.StreamResponse:
@@ -243,8 +243,8 @@ class Proxy:
                 **headers,
             }
         )
-        await response.prepare(request)
         try:
+            await response.prepare(request)
             result = await relay_stream(
                 upstream,
                 response,

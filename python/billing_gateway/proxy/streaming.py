@@ -21,6 +21,7 @@ from aiohttp import web
 
 from .accounting import Usage
 from .errors import error_body
+from .upstream import UpstreamResponse
 
 __all__ = ["StreamResult", "relay_stream"]
 
@@ -75,7 +76,7 @@ class StreamResult:
 class _Relay:
     def __init__(
         self,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         client: web.StreamResponse,
         *,
         wants_usage: bool,
@@ -222,7 +223,7 @@ class _Relay:
 
 
 async def relay_stream(
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     client: web.StreamResponse,
     *,
     wants_usage: bool,

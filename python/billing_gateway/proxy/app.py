@@ -23,7 +23,7 @@ from billing_gateway.consumer import EventConsumer
 from billing_gateway.daemon import create_app
 from billing_gateway.gateway import Decision, Gateway
 from billing_gateway.models import Reason
-from billing_gateway.money import from_micros
+from billing_gateway.money import micros_text
 
 from .accounting import Hold, Usage
 from .config import ProxyConfig, TargetConfig
@@ -235,7 +235,7 @@ class Proxy:
         hold: Hold,
         headers: dict[str, str],
     ) -> web.StreamResponse:
-        response = web.StreamResponse(
+        response = _EventStream(
             headers={
                 "Content-Type": "text/event-stream",
                 "Cache-Control": "no-cache",
@@ -261,12 +261,18 @@ class Proxy:
         return response
 
 
+class _EventStream(web.StreamResponse):
+    """A stream whose headers leave with its first chunk (one packet less for the client)."""
+
+    _send_headers_immediately = False
+
+
 def _for_target(body: dict[str, Any], target: TargetConfig) -> dict[str, Any]:
     return {**body, "model": target.model} if target.model else body
 
 
 def _decimal(micros: int) -> str:
-    return str(from_micros(max(micros, 0)))
+    return micros_text(max(micros, 0))
 
 
 def _counted(stats: ProxyStats, endpoint: str, handler: Handler) -> Handler:

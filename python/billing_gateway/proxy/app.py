@@ -201,9 +201,7 @@ class Proxy:
             return self.gateway.reserve(tenant, amount, ttl_s=self.config.hold_ttl_s)
         return await self.leases.reserve(tenant, amount, ttl_s=self.config.hold_ttl_s)
 
-    async def _whole(
-        self, upstream: UpstreamResponse, hold: Hold, headers: dict[str, str]
-    ) -> web.Response:
+    async def _whole(self, upstream: UpstreamResponse, hold: Hold, headers: dict[str, str]) -> web.Response:
         """A response read whole: committed from its usage when it succeeded."""
         try:
             body = await upstream.read()

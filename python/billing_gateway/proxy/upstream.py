@@ -102,16 +102,17 @@ class _Pool:
         self.ssl = ssl.create_default_context() if url.scheme == "https" else None
         self.slots = asyncio.Semaphore(target.max_connections)
         self.idle: list[tuple[float, ResponseHandler]] = []
-        authority = url.netloc.rpartition("@")[2]
         auth = f"Authorization: Bearer {target.api_key}\r\n" if target.api_key else ""
-        self._head = f"HTTP/1.1\r\nHost: {authority}\r\n{auth}Content-Type: application/json\r\nContent-Length: "
+        self._headers = f"Host: {url.netloc.rpartition('@')[2]}\r\n{auth}Content-Type: application/json\r\n"
         self._prefix = url.path
         self._heads: dict[str, bytes] = {}
 
     def request(self, path: str, body: bytes) -> bytes:
+        """The whole request (its head prepared once per path)."""
         head = self._heads.get(path)
         if head is None:
-            head = self._heads[path] = f"POST {self._prefix}{path} {self._head}".encode()
+            head = f"POST {self._prefix}{path} HTTP/1.1\r\n{self._headers}Content-Length: ".encode()
+            self._heads[path] = head
         return b"%b%d\r\n\r\n%b" % (head, len(body), body)
 
     async def connection(self) -> ResponseHandler:

@@ -2,6 +2,7 @@ from decimal import Decimal
 
 import pytest
 from billing_gateway import Gateway, InvalidAmount, InvalidEvent, from_micros, to_micros
+from billing_gateway.money import micros_text
 
 
 @pytest.mark.parametrize(
@@ -146,6 +147,7 @@ def test_from_micros(micros: int, expected: str) -> None:
     result = from_micros(micros)
     assert result == Decimal(expected)
     assert str(result) == expected
+    assert micros_text(micros) == expected
     assert to_micros(result) == micros
 
 

@@ -27,7 +27,7 @@ import msgspec
 from .errors import UnknownReservation
 from .gateway import Gateway
 from .models import Reason
-from .money import from_micros
+from .money import micros_text
 
 __all__ = ["AdmittedRequest", "BudgetMiddleware"]
 
@@ -144,7 +144,7 @@ class BudgetMiddleware:
 
 
 def _header(micros: int) -> bytes:
-    return str(from_micros(max(micros, 0))).encode()
+    return micros_text(max(micros, 0)).encode()
 
 
 async def _refuse(send: Send, status: int, message: str, code: str, remaining: int | None) -> None:

@@ -64,8 +64,13 @@ def from_micros(micros: int) -> Decimal:
     """Converts micro-units to a ``Decimal`` of whole units: ``250_000`` -> ``Decimal("0.25")``."""
     if isinstance(micros, bool) or not isinstance(micros, int):
         raise TypeError(f"micros must be an int, not {type(micros).__name__}")
+    return Decimal(micros_text(micros))
+
+
+def micros_text(micros: int) -> str:
+    """``str(from_micros(micros))`` without the ``Decimal`` (a response header's figure)."""
     whole, frac = divmod(abs(micros), MICROS_PER_UNIT)
     sign = "-" if micros < 0 else ""
     if frac == 0:
-        return Decimal(f"{sign}{whole}")
-    return Decimal(f"{sign}{whole}.{frac:06d}".rstrip("0"))
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{frac:06d}".rstrip("0")

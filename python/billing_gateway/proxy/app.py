@@ -23,7 +23,7 @@ from billing_gateway.consumer import EventConsumer
 from billing_gateway.daemon import create_app
 from billing_gateway.gateway import Decision, Gateway
 from billing_gateway.models import Reason
-from billing_gateway.money import from_micros
+from billing_gateway.money import micros_text
 
 from .accounting import Hold, Usage
 from .config import ProxyConfig, TargetConfig
@@ -32,7 +32,7 @@ from .metrics import ProxyStats
 from .pricing import cost, estimate_embedding_tokens, estimate_prompt_tokens
 from .requests import BadRequest, ChatRequest, chat_request, parse_body, tenant_of
 from .streaming import relay_stream
-from .upstream import UpstreamFailed, Upstreams
+from .upstream import UpstreamFailed, UpstreamResponse, Upstreams
 
 if TYPE_CHECKING:
     from billing_gateway.leases import BudgetLeases
@@ -201,9 +201,7 @@ class Proxy:
             return self.gateway.reserve(tenant, amount, ttl_s=self.config.hold_ttl_s)
         return await self.leases.reserve(tenant, amount, ttl_s=self.config.hold_ttl_s)
 
-    async def _whole(
-        self, upstream: aiohttp.ClientResponse, hold: Hold, headers: dict[str, str]
-    ) -> web.Response:
+    async def _whole(self, upstream: UpstreamResponse, hold: Hold, headers: dict[str, str]) -> web.Response:
         """A response read whole: committed from its usage when it succeeded."""
         try:
             body = await upstream.read()
@@ -231,11 +229,11 @@ class Proxy:
         self,
         request: web.Request,
         chat: ChatRequest,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         hold: Hold,
         headers: dict[str, str],
     ) -> web.StreamResponse:
-        response = web.StreamResponse(
+        response = _EventStream(
             headers={
                 "Content-Type": "text/event-stream",
                 "Cache-Control": "no-cache",
@@ -243,8 +241,8 @@ class Proxy:
                 **headers,
             }
         )
-        await response.prepare(request)
         try:
+            await response.prepare(request)
             result = await relay_stream(
                 upstream,
                 response,
@@ -261,12 +259,18 @@ class Proxy:
         return response
 
 
+class _EventStream(web.StreamResponse):
+    """A stream whose headers leave with its first chunk (one packet less for the client)."""
+
+    _send_headers_immediately = False
+
+
 def _for_target(body: dict[str, Any], target: TargetConfig) -> dict[str, Any]:
     return {**body, "model": target.model} if target.model else body
 
 
 def _decimal(micros: int) -> str:
-    return str(from_micros(max(micros, 0)))
+    return micros_text(max(micros, 0))
 
 
 def _counted(stats: ProxyStats, endpoint: str, handler: Handler) -> Handler:

@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 
 from billing_gateway.models import Reason
-from billing_gateway.money import from_micros
+from billing_gateway.money import micros_text
 
 __all__ = ["error_body", "openai_error", "refusal"]
 
@@ -54,7 +54,7 @@ def refusal(reason: Reason, tenant_id: str, hold: int, remaining: int) -> web.Re
     """402 when the budget cannot cover the hold, 403 when the subscription cannot spend,
     429 (retry in a second) when this replica's lease slice is used up and no more could be
     had right now while the shared budget may still have room."""
-    headers = {"x-budget-remaining": str(from_micros(max(remaining, 0)))}
+    headers = {"x-budget-remaining": micros_text(max(remaining, 0))}
     if reason in (Reason.INACTIVE, Reason.PERIOD_ENDED):
         status = 403
     elif reason is Reason.LEASE_EXHAUSTED:

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from .accounting import Usage
 from .errors import error_body
+from .upstream import UpstreamResponse
 
 __all__ = ["StreamResult", "relay_stream"]
 
@@ -75,7 +76,7 @@ class StreamResult:
 class _Relay:
     def __init__(
         self,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         client: web.StreamResponse,
         *,
         wants_usage: bool,
@@ -101,9 +102,10 @@ class _Relay:
         usage = Usage(u.prompt_tokens, u.completion_tokens) if u else self.estimate()
         return StreamResult(usage, **flags)
 
-    async def _send(self, data: bytes) -> None:
+    async def _send(self, data: bytes, last: bool = False) -> None:
+        """Writes to the client; the ``last`` write ends the response in the same packet."""
         try:
-            await self.client.write(data)
+            await (self.client.write_eof(data) if last else self.client.write(data))
         except (ConnectionError, aiohttp.ClientError) as exc:
             raise _ClientLeft from exc
 
@@ -160,7 +162,7 @@ class _Relay:
                 self.upstream.close()
             if out:
                 try:
-                    await self._send(b"".join(out))
+                    await self._send(b"".join(out), last=state != _MORE)
                 except _ClientLeft:
                     if state == _MORE:
                         raise
@@ -170,7 +172,7 @@ class _Relay:
             if state == _END:
                 return self.result()
         try:
-            await self._send(DONE)  # the upstream ended without [DONE]
+            await self._send(DONE, last=True)  # the upstream ended without [DONE]
         except _ClientLeft:
             return self.result(client_left=True)
         return self.result()
@@ -215,14 +217,14 @@ class _Relay:
         self.upstream.close()
         message = f"the upstream failed mid-stream: {type(exc).__name__}"
         try:
-            await self._send(b"data: " + error_body(502, message, code="upstream_error") + b"\n\n")
+            await self._send(b"data: " + error_body(502, message, code="upstream_error") + b"\n\n", last=True)
         except _ClientLeft:
             return self.result(client_left=True)
         return self.result()
 
 
 async def relay_stream(
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     client: web.StreamResponse,
     *,
     wants_usage: bool,

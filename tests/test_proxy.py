@@ -99,6 +99,28 @@ def test_chat_sync_headers_and_exact_charge(proxy: Proxy, main: Fake) -> None:
     assert raw.headers["x-budget-remaining"] == proxy.budget("cus_a")["decimal"]["remaining"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_n_completions_are_held_and_charged_in_full(proxy: Proxy, main: Fake, stream: bool) -> None:
+    """``n`` completions may produce ``n`` times ``max_tokens``: the hold covers them all,
+    so the charge is the usage, not a hold sized for one completion."""
+    options = {"stream_options": {"include_usage": True}} if stream else {}
+    answer = client(proxy).chat.completions.create(
+        model="gpt-x", messages=HI, max_tokens=5, n=3, stream=stream, **options
+    )
+    if stream:
+        list(answer)  # type: ignore[arg-type]
+    (usage,) = main.stats()["usage"]
+    assert usage[1] == 15, "three completions of five tokens"
+    assert proxy.budget("cus_a")["spent"] == cost(*usage) and proxy.budget("cus_a")["reserved"] == 0
+    for n in (0, 129, "3"):
+        r = httpx.post(
+            f"{proxy.url}/chat/completions",
+            json={"model": "gpt-x", "messages": HI, "n": n},
+            headers={"Authorization": "Bearer sk-a"},
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == "n", r.text
+
+
 def test_stream_usage_only_when_asked(proxy: Proxy, main: Fake) -> None:
     c = client(proxy)
     chunks = list(c.chat.completions.create(model="gpt-x", messages=HI, max_tokens=4, stream=True))
@@ -162,6 +184,14 @@ def test_status_codes_and_error_shapes(tmp_path: Path, server: EmbeddedNats, pro
             f"{proxy.url}/chat/completions", content=body, headers={"Authorization": "Bearer sk-a"}
         )
         assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    wrong_method = httpx.get(f"{proxy.url}/chat/completions", headers={"Authorization": "Bearer sk-a"})
+    assert wrong_method.status_code == 405 and "POST" in wrong_method.headers["Allow"]
+    assert wrong_method.json()["error"]["type"] == "invalid_request_error"
+    nowhere = httpx.post(f"{proxy.url}/responses", json={}, headers={"Authorization": "Bearer sk-a"})
+    assert (
+        nowhere.status_code == 404
+        and nowhere.json()["error"]["message"] == "Invalid URL (POST /v1/responses)"
+    )
     assert proxy.budget("cus_a")["spent"] == 0 and proxy.budget("cus_a")["reserved"] == 0
 
 

@@ -88,6 +88,9 @@ def test_unreadable_files(tmp_path: Path) -> None:
     bad.write_text("listen = ")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+    bad.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="not UTF-8 at byte 0"):
+        load_config(bad)
 
 
 def test_cost_is_exact_and_rounds_up_once() -> None:

@@ -27,7 +27,7 @@ from billing_gateway.money import micros_text
 
 from .accounting import Hold, Usage
 from .config import ProxyConfig, TargetConfig
-from .errors import openai_error, refusal
+from .errors import openai_error, refusal, unrouted
 from .metrics import ProxyStats
 from .pricing import cost, estimate_embedding_tokens, estimate_prompt_tokens
 from .requests import BadRequest, ChatRequest, chat_request, parse_body, tenant_of
@@ -102,7 +102,7 @@ class Proxy:
                 return await self._stream(request, chat, upstream, hold, headers)
             return await self._whole(upstream, hold, headers)
 
-        return await self._with_failover(request, tenant, attrs, prompt, chat.max_tokens, forward)
+        return await self._with_failover(request, tenant, attrs, prompt, chat.max_output, forward)
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -247,7 +247,7 @@ class Proxy:
                 upstream,
                 response,
                 wants_usage=chat.wants_usage,
-                max_output=chat.max_tokens,
+                max_output=chat.max_output,
                 prompt_estimate=hold.prompt_estimate,
                 drain_timeout_s=self.config.drain_timeout_s,
             )
@@ -288,6 +288,7 @@ def create_proxy_app(
     """The daemon's application (its endpoints, its error handling) plus the proxy's routes."""
     proxy = Proxy(consumer.gateway, config, leases)
     app = create_app(consumer, leases, client_max_size=MAX_BODY, collectors=[proxy.stats])
+    app.middlewares.append(unrouted)
     app.on_startup.append(proxy.start)
     app.on_cleanup.append(proxy.close)
     app.add_routes(

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 from aiohttp import web
@@ -11,9 +11,10 @@ from aiohttp import web
 from billing_gateway.models import Reason
 from billing_gateway.money import micros_text
 
-__all__ = ["error_body", "openai_error", "refusal"]
+__all__ = ["error_body", "openai_error", "refusal", "unrouted"]
 
 _json = msgspec.json.Encoder()
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _TYPES = {
     400: "invalid_request_error",
@@ -21,6 +22,7 @@ _TYPES = {
     402: "insufficient_quota",
     403: "permission_error",
     404: "not_found_error",
+    405: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
     502: "upstream_error",
@@ -32,6 +34,19 @@ _TYPES = {
 def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> bytes:
     error = {"message": message, "type": _TYPES.get(status, "api_error"), "param": param, "code": code}
     return _json.encode({"error": error})
+
+
+@web.middleware
+async def unrouted(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A path or a method that nothing serves answers in OpenAI's shape too (404, 405)."""
+    missing = request.match_info.http_exception
+    if missing is None:
+        return await handler(request)
+    allowed = missing.headers.get("Allow")
+    message = f"Invalid URL ({request.method} {request.path})"
+    if missing.status == 405 and allowed:
+        message += f": allowed methods are {allowed}"
+    return openai_error(missing.status, message, headers={"Allow": allowed} if allowed else None)
 
 
 def openai_error(

@@ -3,7 +3,8 @@
 ``POST /v1/chat/completions`` (streaming or not, with ``usage`` as OpenAI sends it),
 ``POST /v1/embeddings``, ``GET /v1/models``. Its prompt count is ``ceil(bytes / 4)`` of
 the messages' text; it answers ``tokens`` output tokens (at most ``max_tokens`` unless
-``ignore_max_tokens``), one chunk per token when streaming.
+``ignore_max_tokens``) for each of the ``n`` completions asked for, one chunk per token
+and completion when streaming.
 
 Driven over HTTP: ``POST /_fake/config`` with any of ``latency_ms`` (before the
 response), ``chunk_delay_ms``, ``tokens``, ``ignore_max_tokens``, ``fail_status`` +
@@ -84,16 +85,22 @@ class _Fake:
         prompt = _prompt_tokens(body.get("messages"))
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or s.tokens
         produced = s.tokens if s.ignore_max_tokens else min(s.tokens, limit)
+        n = body.get("n") or 1
         model = s.model or body.get("model", "fake")
         ident, created = f"chatcmpl-{s.requests}", int(time.time())
-        usage = {"prompt_tokens": prompt, "completion_tokens": produced, "total_tokens": prompt + produced}
+        completion = produced * n
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
         finish = "length" if produced == limit and not s.ignore_max_tokens else "stop"
         if not body.get("stream"):
-            s.usage.append((prompt, produced))
+            s.usage.append((prompt, completion))
             message = {"role": "assistant", "content": " ".join(f"tok{i}" for i in range(produced))}
             return web.json_response({
                 "id": ident, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "choices": [{"index": k, "message": message, "finish_reason": finish} for k in range(n)],
                 "usage": usage,
             })  # fmt: skip
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -103,7 +110,12 @@ class _Fake:
         async def send(choices: list[Any], **extra: Any) -> None:
             await response.write(b"data: " + _json.encode({**head, "choices": choices, **extra}) + b"\n\n")
 
-        await send([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        await send(
+            [
+                {"index": k, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                for k in range(n)
+            ]
+        )
         for i in range(produced):
             if s.chunk_delay_ms:
                 await asyncio.sleep(s.chunk_delay_ms / 1000)
@@ -111,10 +123,11 @@ class _Fake:
                 assert request.transport is not None
                 request.transport.abort()  # the upstream dies mid-stream
                 return response
-            await send([{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}])
-        await send([{"index": 0, "delta": {}, "finish_reason": finish}])
+            for k in range(n):
+                await send([{"index": k, "delta": {"content": f"tok{i} "}, "finish_reason": None}])
+        await send([{"index": k, "delta": {}, "finish_reason": finish} for k in range(n)])
         options = body.get("stream_options") or {}
-        s.usage.append((prompt, produced))
+        s.usage.append((prompt, completion))
         if options.get("include_usage"):
             await send([], usage=usage)
         await response.write(b"data: [DONE]\n\n")

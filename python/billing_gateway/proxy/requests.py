@@ -18,6 +18,8 @@ _decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 MAX_TOKENS = 10_000_000
 """The most output a request may ask for (no model produces more; holds stay within 64 bits)."""
+MAX_CHOICES = 128
+"""The most completions one request may ask for (``n``; OpenAI's own limit)."""
 
 
 class BadRequest(Exception):
@@ -64,16 +66,23 @@ class ChatRequest:
     stream: bool
     wants_usage: bool
     max_tokens: int
-    """The output the hold covers: the request's ``max_completion_tokens`` or ``max_tokens``,
+    """The output of one completion: the request's ``max_completion_tokens`` or ``max_tokens``,
     else the configured default (then sent upstream as ``max_tokens``)."""
+    choices: int = 1
+    """How many completions the request asks for (``n``)."""
+
+    @property
+    def max_output(self) -> int:
+        """The output the hold covers: every completion at its most."""
+        return self.max_tokens * self.choices
 
 
-def _positive_int(body: dict[str, Any], key: str) -> int | None:
+def _positive_int(body: dict[str, Any], key: str, most: int = MAX_TOKENS) -> int | None:
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKENS:
-        raise _bad(f"{key}: expected an integer in 1..{MAX_TOKENS}, got {value!r}", key)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise _bad(f"{key}: expected an integer in 1..{most}, got {value!r}", key)
     return value
 
 
@@ -92,4 +101,5 @@ def chat_request(body: dict[str, Any], default_max_tokens: int) -> ChatRequest:
     if limit is None:
         limit = default_max_tokens
         body["max_tokens"] = limit
-    return ChatRequest(body, body["model"], stream, wants_usage, limit)
+    choices = _positive_int(body, "n", MAX_CHOICES) or 1
+    return ChatRequest(body, body["model"], stream, wants_usage, limit, choices)

@@ -57,6 +57,7 @@ def test_api_to_gateway__baseline_raw_nats(benchmark: Any, server: EmbeddedNats)
             done()
 
         await nc.subscribe("billing.events.>", cb=cb)
+        await nc.flush()  # the server has the subscription before the first publish
         return nc.close
 
     samples = one(benchmark, lambda: asyncio.run(publish_and_wait(server, attach, "raw")))

@@ -69,7 +69,7 @@ async def publish_and_wait(server: EmbeddedNats, attach: Callable[..., Any], pre
         arrived.clear()
         start = time.perf_counter()
         await nc.publish(f"billing.events.subscription.created.{prefix}", raw)
-        await arrived.wait()
+        await asyncio.wait_for(arrived.wait(), 30)  # a lost event fails the run, not hangs it
         samples.append(time.perf_counter() - start)
     await detach()
     await nc.close()

@@ -4,11 +4,10 @@ Each replica's table bounds every tenant by an allowance (``min(total, allowance
 the slices Redis granted it this period, and in strict mode no further than a window
 beyond its last report (a third of its unspent slice), so that Redis knows the most a
 crashed replica may have used and gives the rest of its slice back when its lease
-expires. A background task keeps
-the slices sized to demand (``policy``), reports before the window runs out, renews
-them before they run dry or expire, gives idle ones back, and stops a tenant's
-spending when its lease passes its local deadline unrenewed (a monotonic clock, with a
-margin for clock drift). Every call is the one script
+expires. A background task keeps the slices sized to demand (``policy``), reports
+before the window runs out, renews them before they run dry or expire, gives idle ones
+back, and stops a tenant's spending when its lease passes its local deadline unrenewed
+(a monotonic clock, with a margin for clock drift). Every call is the one script
 (``script``), idempotent, so a call whose answer was lost is simply sent again.
 """
 
@@ -83,10 +82,10 @@ class BudgetLeases:
     ``mode="strict"`` (the default): committed spend plus holds across replicas never
     exceed a budget; a crashed replica's slice comes back when its lease expires, but
     for its window (what it may have spent since its last report, at most a third of its
-    unspent slice, stranded until the period ends). ``mode="fast"``: a crashed replica's unused
-    slice returns when its lease expires, which may overspend by what it spent after its
-    last report (at most one slice per replica); slices are sized for a longer horizon
-    and kept longer (fewer round trips)."""
+    unspent slice, stranded until the period ends). ``mode="fast"``: a crashed
+    replica's unused slice returns when its lease expires, which may overspend by what
+    it spent after its last report (at most one slice per replica); slices are sized for
+    a longer horizon and kept longer (fewer round trips)."""
 
     def __init__(
         self,

@@ -70,7 +70,7 @@ async def until_async(check: Callable[[], Awaitable[object]], what: str, timeout
         await asyncio.sleep(0.05)
 
 
-async def drain(fleet: list[BudgetLeases], amount: int, quiet_s: float = 3 * TTL) -> int:
+async def drain(fleet: list[BudgetLeases], amount: int, quiet_s: float = 5 * TTL) -> int:
     """Spends ``amount`` on every replica in turn until none could for ``quiet_s`` (idle
     replicas give their slices back meanwhile); what was spent."""
     loop = asyncio.get_running_loop()

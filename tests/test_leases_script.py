@@ -187,6 +187,18 @@ def test_a_replica_back_after_its_lease_was_settled_replaces_the_tombstone(scrip
     assert script.field("consumed") == 0 and script.field("s:a") is None
 
 
+def test_a_replica_back_after_its_lease_was_settled_at_its_cap_holds_no_more(script: Script) -> None:
+    """Back late (stopped past its deadline, say) and still claiming its whole slice, it
+    gets what it was settled at: the rest went back to the others meanwhile."""
+    script.learned()
+    script.grant("a", want=600, cap=0)  # its cap: a third of 600
+    time.sleep(TTL_MS / 1000 + 0.1)
+    other = script.grant("b", want=10_000)  # settles a at 200; b gets the rest
+    assert script.field("s:a") == 200 and other.granted == 800
+    back = script.grant("a", held=600, used=100, want=0)
+    assert back.granted == 200 and script.field("consumed") == 0
+
+
 def test_a_new_incarnation_settles_the_old_one(script: Script) -> None:
     script.learned()
     script.grant("a", want=600)

@@ -124,8 +124,13 @@ end
 
 -- This replica: back after its lease was settled, it takes the place of the tombstone;
 -- a new incarnation settles the old one's lease and keeps its tombstone counted.
+-- It takes back no more than its lease was settled at: it cannot have used more, and the
+-- rest of its slice may have gone to others meanwhile.
 if state['i:' .. rep] == inc then
-  if state['s:' .. rep] then consumed = consumed - tonumber(state['s:' .. rep]) end
+  if state['s:' .. rep] then
+    consumed = consumed - tonumber(state['s:' .. rep])
+    held = math.min(held, tonumber(state['s:' .. rep]))
+  end
 elseif state['i:' .. rep] and state['x:' .. rep] then
   consumed = consumed + settled(rep)
 end

@@ -208,9 +208,10 @@ class BudgetLeases:
         slices = micros = 0
         for tenant_id, t in list(self._tenants.items()):
             state = self.gateway._lease_state(tenant_id)
-            if state is not None and self._granted(t, state) > state[3] + state[4]:
+            unspent = 0 if state is None else self._granted(t, state) - state[3] - state[4]
+            if unspent > 0:
                 slices += 1
-                micros += self._granted(t, state) - state[3] - state[4]
+                micros += unspent
         return slices, micros
 
     @staticmethod
